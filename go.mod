@@ -1,0 +1,3 @@
+module github.com/edgeinfer/edgeinfer
+
+go 1.26.8
