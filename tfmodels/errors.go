@@ -8,14 +8,14 @@ import (
 
 // Error kinds; every error returned by this package wraps one (errors.Is).
 var (
-	ErrNotFound         = errors.New("not found")                  // model directory or saved_model.pb missing
-	ErrInvalidModel     = errors.New("invalid saved model")        // TensorFlow could not load it
-	ErrUnknownSignature = errors.New("unknown signature")          // no such signature key
-	ErrUnknownTensor    = errors.New("unknown tensor")             // no such input/output key in the signature
-	ErrInvalidInput     = errors.New("invalid input")              // wrong dtype, rank, size, count or value
-	ErrRun              = errors.New("run failed")                 // TF_SessionRun returned an error
-	ErrClosed           = errors.New("model closed")               // used after Close
-	ErrInvalidArgument  = errors.New("invalid argument")           // bad options or tensor construction
+	ErrNotFound         = errors.New("not found")           // model directory or saved_model.pb missing
+	ErrInvalidModel     = errors.New("invalid saved model") // TensorFlow could not load it
+	ErrUnknownSignature = errors.New("unknown signature")   // no such signature key
+	ErrUnknownTensor    = errors.New("unknown tensor")      // no such input/output key in the signature
+	ErrInvalidInput     = errors.New("invalid input")       // wrong dtype, rank, size, count or value
+	ErrRun              = errors.New("run failed")          // TF_SessionRun returned an error
+	ErrClosed           = errors.New("model closed")        // used after Close
+	ErrInvalidArgument  = errors.New("invalid argument")    // bad options or tensor construction
 )
 
 // Error describes a failure with the context needed to act on it.

@@ -85,6 +85,7 @@ func wantError(t *testing.T, err error, kind error, fragments ...string) {
 	if !errors.Is(err, kind) {
 		t.Fatalf("want %v error, got %v", kind, err)
 	}
+	t.Logf("error: %v", err)
 	var e *Error
 	if !errors.As(err, &e) {
 		t.Fatalf("want *tfmodels.Error, got %T", err)
@@ -95,3 +96,5 @@ func wantError(t *testing.T, err error, kind error, fragments ...string) {
 		}
 	}
 }
+
+func asError(err error, target **Error) bool { return errors.As(err, target) }

@@ -62,6 +62,10 @@ func Load(dir string, opts Options) (*Model, error) {
 			Msg: fmt.Sprintf("loading with tags %v: %s", opts.tags(), st.message())}
 	}
 	m := &Model{dir: dir, graph: graph, session: session}
+	if err := m.checkVariablesRestored(); err != nil {
+		m.Close()
+		return nil, err
+	}
 	metaBytes := C.GoBytes(meta.data, C.int(meta.length))
 	sigs, err := parseSignatures(metaBytes)
 	if err != nil {
@@ -90,6 +94,24 @@ func checkDir(dir string) error {
 		}
 	}
 	return &Error{Kind: ErrNotFound, Model: dir, Msg: "no saved_model.pb in directory"}
+}
+
+// checkVariablesRestored catches a model whose variables/ folder is missing:
+// TensorFlow then loads it without restoring anything and only fails at the
+// first run ("uninitialized value"), so it is reported at load instead.
+func (m *Model) checkVariablesRestored() error {
+	if _, err := os.Stat(filepath.Join(m.dir, "variables", "variables.index")); err == nil {
+		return nil
+	}
+	var pos C.size_t
+	for op := C.TF_GraphNextOperation(m.graph, &pos); op != nil; op = C.TF_GraphNextOperation(m.graph, &pos) {
+		switch C.GoString(C.TF_OperationOpType(op)) {
+		case "VarHandleOp", "VariableV2":
+			return &Error{Kind: ErrInvalidModel, Model: m.dir,
+				Msg: fmt.Sprintf("graph has variables (%s) but variables/variables.index is missing", C.GoString(C.TF_OperationName(op)))}
+		}
+	}
+	return nil
 }
 
 // Dir is the directory the model was loaded from.
