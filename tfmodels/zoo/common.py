@@ -103,7 +103,11 @@ def export(m: Exportable, out_dir: str, version: int = 1, golden: bool = True, s
     tmp = os.path.join(out_dir, m.name, f".{version}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     module = tf.Module()
-    module.model = m.keras_model
+    # Track the tf.Variables under Keras 3's variables, not the Keras model:
+    # tracking the model saves every variable twice (the Keras wrapper and
+    # its tf.Variable), and TF_LoadSessionFromSavedModel then restores one
+    # copy while the signature reads the other ("Could not find variable").
+    module.variables_ = [getattr(v, "value", v) for v in m.keras_model.variables]
     module.serve = m.serve
     tf.saved_model.save(module, tmp, signatures={SIGNATURE: m.serve})
     with open(os.path.join(tmp, "edgeinfer.toml"), "w") as f:

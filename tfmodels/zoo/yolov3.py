@@ -27,7 +27,9 @@ Variants:
   full: 416x416, 80 COCO classes, COCO anchors, paper channel widths
         (~62.0M parameters incl. BatchNorm statistics; 61.9M trainable).
   tiny: 96x96, 3 classes, channel widths / 8, anchors scaled by 96/416.
-Weights are random (seeded): this is an architecture export.
+Weights are random (seeded, He-normal like darknet) and the BatchNorm moving
+statistics are calibrated on seeded random images (calibrate_batchnorm), so
+the raw grids are O(1); this is an architecture export, not a trained model.
 """
 from __future__ import annotations
 
@@ -58,18 +60,19 @@ COCO_LABELS = [
 ]
 
 VARIANTS = {
-    "full": dict(size=416, width_div=1, labels=COCO_LABELS),
-    "tiny": dict(size=96, width_div=8, labels=["person", "bicycle", "car"]),
+    "full": dict(size=416, width_div=1, labels=COCO_LABELS, calib_batch=1),
+    "tiny": dict(size=96, width_div=8, labels=["person", "bicycle", "car"], calib_batch=16),
 }
 
 
 def darknet_conv(x, filters: int, kernel: int, name: str, strides: int = 1):
-    """Darknet conv: conv (no bias) + BN + LeakyReLU(0.1); stride 2 pads top/left only."""
+    """Darknet conv: conv (no bias) + BN + LeakyReLU(0.1); stride 2 pads top/left only.
+    Weights start He-normal, as darknet initialises them (scale sqrt(2 / fan_in))."""
     if strides == 2:
         x = layers.ZeroPadding2D(((1, 0), (1, 0)), name=f"{name}_pad")(x)
     x = layers.Conv2D(
         filters, kernel, strides=strides, padding="valid" if strides == 2 else "same",
-        use_bias=False, name=f"{name}_conv")(x)
+        use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv")(x)
     x = layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn")(x)
     return layers.LeakyReLU(negative_slope=0.1, name=f"{name}_leaky")(x)
 
@@ -125,6 +128,21 @@ def build_model(size: int, num_classes: int, div: int = 1) -> keras.Model:
     return keras.Model(inp, {"grid_s8": g8, "grid_s16": g16, "grid_s32": g32}, name="yolov3")
 
 
+def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
+    """Sets every BatchNorm's moving statistics to the batch statistics of
+    `images` (one training-mode pass with momentum 0), so the random-weight
+    network is normalised at inference as a trained one would be: without it,
+    He-initialised residual stages grow activations ~1e4x and the raw grids
+    are meaningless. Weight initialisation only; the graph is unchanged."""
+    bns = [l for l in model.layers if isinstance(l, layers.BatchNormalization)]
+    saved = [l.momentum for l in bns]
+    for l in bns:
+        l.momentum = 0.0
+    model(images, training=True)
+    for l, m in zip(bns, saved):
+        l.momentum = m
+
+
 def scaled_anchors(size: int) -> list[int]:
     if size == 416:
         return list(COCO_ANCHORS)
@@ -136,6 +154,8 @@ def build(variant: str = "tiny", seed: int = 0) -> common.Exportable:
     keras.utils.set_random_seed(seed)
     size, labels = cfg["size"], cfg["labels"]
     model = build_model(size, len(labels), cfg["width_div"])
+    calib = np.random.default_rng(seed + 1).random((cfg["calib_batch"], size, size, 3)).astype(np.float32)
+    calibrate_batchnorm(model, calib)
 
     def fn(images):
         out = model(images, training=False)
