@@ -48,11 +48,12 @@ $(MODELS)/.tiny: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
 	$(PY) -m tfmodels.zoo.export --variant tiny --out $(MODELS)
 	touch $@
 
-## models-full: the paper-sized zoo (benchmarks only), in $(MODELS)-full/.
+## models-full: the paper-sized models the benchmarks use, in $(MODELS)-full/.
+FULL_MODELS ?= resnet50
 models-full: $(MODELS)-full/.full
 
 $(MODELS)-full/.full: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
-	$(PY) -m tfmodels.zoo.export --variant full --golden=false --out $(MODELS)-full
+	$(PY) -m tfmodels.zoo.export --variant full --out $(MODELS)-full $(FULL_MODELS)
 	touch $@
 
 ## test: every test, Go and Python.

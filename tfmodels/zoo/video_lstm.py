@@ -48,13 +48,13 @@ class FrameMask(keras.layers.Layer):
 
 
 class ZeroPadFrames(keras.layers.Layer):
-    """frames [B, N, H, W, C] with frames where mask is False replaced by zeros."""
+    """frames [B, N, H, W, C] with the frames where valid [B, N] is False replaced by zeros."""
 
-    def call(self, frames, mask):
-        m = tf.reshape(mask, tf.concat([tf.shape(mask), [1, 1, 1]], axis=0))
+    def call(self, frames, valid):
+        m = tf.reshape(valid, tf.concat([tf.shape(valid), [1, 1, 1]], axis=0))
         return tf.where(m, frames, tf.zeros_like(frames))
 
-    def compute_output_shape(self, frames_shape, mask_shape):
+    def compute_output_shape(self, frames_shape, valid_shape):
         return frames_shape
 
 

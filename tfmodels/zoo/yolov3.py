@@ -25,7 +25,8 @@ Layer names a test can count: residual blocks are the Add layers named
 
 Variants:
   full: 416x416, 80 COCO classes, COCO anchors, paper channel widths
-        (~62.0M parameters incl. BatchNorm statistics; 61.9M trainable).
+        (62,001,757 parameters incl. BatchNorm statistics; 61,949,149 trainable,
+        the widely quoted 61.9M of darknet yolov3.weights).
   tiny: 96x96, 3 classes, channel widths / 8, anchors scaled by 96/416.
 Weights are random (seeded, He-normal like darknet) and the BatchNorm moving
 statistics are calibrated on seeded random images (calibrate_batchnorm), so
@@ -96,7 +97,7 @@ def darknet53(x, div: int = 1):
     return feats[2], feats[3], feats[4]
 
 
-def head_block(x, filters: int, out_channels: int, name: str):
+def head_block(x, filters: int, name: str):
     """The 5-conv block (branch point) then 3x3 conv + linear 1x1 output conv."""
     for i, (f, k) in enumerate([(filters, 1), (filters * 2, 3), (filters, 1), (filters * 2, 3), (filters, 1)]):
         x = darknet_conv(x, f, k, f"{name}_conv{i + 1}")
@@ -110,19 +111,19 @@ def build_model(size: int, num_classes: int, div: int = 1) -> keras.Model:
     inp = keras.Input((size, size, 3), name="images")
     c3, c4, c5 = darknet53(inp, div)
 
-    b32, y32 = head_block(c5, 512 // div, out_ch, "yolo_head_s32")
+    b32, y32 = head_block(c5, 512 // div, "yolo_head_s32")
     g32 = layers.Conv2D(out_ch, 1, name="yolo_grid_s32")(y32)
 
     x = darknet_conv(b32, 256 // div, 1, "yolo_up_s16")
     x = layers.UpSampling2D(2, name="yolo_up_s16_upsample")(x)
     x = layers.Concatenate(name="yolo_up_s16_concat")([x, c4])
-    b16, y16 = head_block(x, 256 // div, out_ch, "yolo_head_s16")
+    b16, y16 = head_block(x, 256 // div, "yolo_head_s16")
     g16 = layers.Conv2D(out_ch, 1, name="yolo_grid_s16")(y16)
 
     x = darknet_conv(b16, 128 // div, 1, "yolo_up_s8")
     x = layers.UpSampling2D(2, name="yolo_up_s8_upsample")(x)
     x = layers.Concatenate(name="yolo_up_s8_concat")([x, c3])
-    _, y8 = head_block(x, 128 // div, out_ch, "yolo_head_s8")
+    _, y8 = head_block(x, 128 // div, "yolo_head_s8")
     g8 = layers.Conv2D(out_ch, 1, name="yolo_grid_s8")(y8)
 
     return keras.Model(inp, {"grid_s8": g8, "grid_s16": g16, "grid_s32": g32}, name="yolov3")

@@ -1,0 +1,211 @@
+// Package golden checks an exported model version against the reference
+// outputs Python TensorFlow wrote beside it (golden/input_<key>.npy and
+// golden/output_<key>.npy, see tfmodels/zoo/common.py), through tfmodels.
+package golden
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"sort"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/edgeinfer/edgeinfer/tfmodels"
+	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
+)
+
+// Tolerance is the largest absolute difference from Python accepted.
+const Tolerance = 1e-4
+
+// Manifest is the part of edgeinfer.toml needed to run a model generically.
+type Manifest struct {
+	Task      string   `toml:"task"`
+	Signature string   `toml:"signature"`
+	Labels    []string `toml:"labels"`
+	Input     struct {
+		Key   string    `toml:"key"`
+		DType string    `toml:"dtype"`
+		Scale float64   `toml:"scale"`
+		Mean  []float64 `toml:"mean"`
+		Std   []float64 `toml:"std"`
+	} `toml:"input"`
+}
+
+// ReadManifest reads <dir>/edgeinfer.toml.
+func ReadManifest(dir string) (Manifest, error) {
+	var m Manifest
+	path := filepath.Join(dir, "edgeinfer.toml")
+	if _, err := toml.DecodeFile(path, &m); err != nil {
+		return m, fmt.Errorf("%s: %w", path, err)
+	}
+	if m.Signature == "" || m.Input.Key == "" {
+		return m, fmt.Errorf("%s: signature and input.key are required", path)
+	}
+	return m, nil
+}
+
+// Output is the comparison of one output tensor.
+type Output struct {
+	Key         string
+	Shape       []int64
+	MaxAbsDiff  float64
+	ShapeDiffer bool
+}
+
+// OK reports whether the output matches within Tolerance.
+func (o Output) OK() bool { return !o.ShapeDiffer && o.MaxAbsDiff <= Tolerance }
+
+// Report is the result of checking one model version.
+type Report struct {
+	Dir     string
+	Outputs []Output
+}
+
+// OK reports whether every output matched.
+func (r Report) OK() bool {
+	for _, o := range r.Outputs {
+		if !o.OK() {
+			return false
+		}
+	}
+	return len(r.Outputs) > 0
+}
+
+// Check loads the model in dir, feeds its golden inputs to the signature
+// named in edgeinfer.toml and compares every output with Python's.
+func Check(dir string) (Report, error) {
+	rep := Report{Dir: dir}
+	man, err := ReadManifest(dir)
+	if err != nil {
+		return rep, err
+	}
+	m, err := tfmodels.Load(dir, tfmodels.Options{})
+	if err != nil {
+		return rep, err
+	}
+	defer m.Close()
+	sig, err := m.Signature(man.Signature)
+	if err != nil {
+		return rep, err
+	}
+	if in, ok := sig.Input(man.Input.Key); !ok || in.DType.String() != man.Input.DType {
+		return rep, fmt.Errorf("%s: edgeinfer.toml input %q (%s) is not among the signature's inputs %v", dir, man.Input.Key, man.Input.DType, sig.Inputs)
+	}
+	inputs := map[string]*tfmodels.Tensor{}
+	for _, info := range sig.Inputs {
+		a, err := npy.Read(filepath.Join(dir, "golden", "input_"+info.Key+".npy"))
+		if err != nil {
+			return rep, err
+		}
+		t, err := tfmodels.FromNpy(a)
+		if err != nil {
+			return rep, err
+		}
+		defer t.Close()
+		inputs[info.Key] = t
+	}
+	outs, err := m.Run(man.Signature, inputs)
+	if err != nil {
+		return rep, err
+	}
+	defer func() {
+		for _, t := range outs {
+			t.Close()
+		}
+	}()
+	keys := make([]string, 0, len(outs))
+	for k := range outs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		want, err := npy.Read(filepath.Join(dir, "golden", "output_"+k+".npy"))
+		if err != nil {
+			return rep, err
+		}
+		o := Output{Key: k, Shape: outs[k].Shape()}
+		if !equal(o.Shape, want.Shape) {
+			o.ShapeDiffer, o.MaxAbsDiff = true, math.Inf(1)
+		} else if o.MaxAbsDiff, err = maxAbsDiff(outs[k], want); err != nil {
+			return rep, fmt.Errorf("%s: output %q: %w", dir, k, err)
+		}
+		rep.Outputs = append(rep.Outputs, o)
+	}
+	return rep, nil
+}
+
+func equal(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func maxAbsDiff(got *tfmodels.Tensor, want *npy.Array) (float64, error) {
+	g, err := asFloat64(got)
+	if err != nil {
+		return 0, err
+	}
+	var w []float64
+	switch want.Descr {
+	case "<f4":
+		v, _ := want.Float32s()
+		for _, x := range v {
+			w = append(w, float64(x))
+		}
+	case "<i4":
+		v, _ := want.Int32s()
+		for _, x := range v {
+			w = append(w, float64(x))
+		}
+	case "<i8":
+		v, _ := want.Int64s()
+		for _, x := range v {
+			w = append(w, float64(x))
+		}
+	default:
+		return 0, fmt.Errorf("golden dtype %s not compared", want.Descr)
+	}
+	if len(g) != len(w) {
+		return math.Inf(1), nil
+	}
+	d := 0.0
+	for i := range g {
+		if math.IsNaN(g[i]) || math.IsNaN(w[i]) {
+			return math.Inf(1), nil
+		}
+		d = math.Max(d, math.Abs(g[i]-w[i]))
+	}
+	return d, nil
+}
+
+func asFloat64(t *tfmodels.Tensor) ([]float64, error) {
+	var out []float64
+	switch t.DType() {
+	case tfmodels.Float32:
+		v, err := tfmodels.Data[float32](t)
+		for _, x := range v {
+			out = append(out, float64(x))
+		}
+		return out, err
+	case tfmodels.Int32:
+		v, err := tfmodels.Data[int32](t)
+		for _, x := range v {
+			out = append(out, float64(x))
+		}
+		return out, err
+	case tfmodels.Int64:
+		v, err := tfmodels.Data[int64](t)
+		for _, x := range v {
+			out = append(out, float64(x))
+		}
+		return out, err
+	}
+	return nil, fmt.Errorf("output dtype %s not compared", t.DType())
+}

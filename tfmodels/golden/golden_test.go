@@ -1,0 +1,176 @@
+package golden
+
+import (
+	"encoding/binary"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/edgeinfer/edgeinfer/tfmodels"
+	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
+)
+
+// zooModels are the tiny exports `make models` writes (tfmodels/zoo/export.py REGISTRY).
+var zooModels = []string{
+	"alexnet", "facenet", "faster_rcnn", "fcn16s", "fcn32s", "fcn8s", "googlenet", "lenet5",
+	"mask_rcnn", "resnet50", "siamese", "unet", "vgg16", "vgg16_fcn", "video_lstm", "yolov3",
+}
+
+// modelRepo is the exported tiny zoo; make test sets EDGEINFER_MODELS.
+func modelRepo(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("EDGEINFER_MODELS")
+	if dir == "" {
+		dir = "../../models"
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("model repository %s missing: run `make models` (make test does): %v", dir, err)
+	}
+	return dir
+}
+
+// Each exported tiny model, run on its golden input through the C API,
+// matches Python TensorFlow's output within 1e-4.
+func TestZooModelsMatchPythonGoldenOutputs(t *testing.T) {
+	repo := modelRepo(t)
+	for _, name := range zooModels {
+		t.Run(name, func(t *testing.T) {
+			rep, err := Check(filepath.Join(repo, name, "1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Outputs) == 0 {
+				t.Fatal("no outputs compared")
+			}
+			for _, o := range rep.Outputs {
+				t.Logf("%s %v: max |Go - Python| = %.3g", o.Key, o.Shape, o.MaxAbsDiff)
+				if !o.OK() {
+					t.Errorf("%s: shape differs %v or max abs difference %g > %g", o.Key, o.ShapeDiffer, o.MaxAbsDiff, Tolerance)
+				}
+			}
+		})
+	}
+}
+
+func TestZooRepositoryHoldsExactlyTheKnownModels(t *testing.T) {
+	entries, err := os.ReadDir(modelRepo(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			got = append(got, e.Name())
+		}
+	}
+	sort.Strings(got)
+	if strings.Join(got, ",") != strings.Join(zooModels, ",") {
+		t.Errorf("repository holds %v, tests know %v", got, zooModels)
+	}
+}
+
+// The check itself must catch a wrong output: perturb one golden value.
+func TestCheckCatchesAnOutputThatDiffersFromPython(t *testing.T) {
+	src := filepath.Join(modelRepo(t), "lenet5", "1")
+	dir := filepath.Join(t.TempDir(), "1")
+	if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "golden", "output_logits.npy")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := b[len(b)-4:]
+	binary.LittleEndian.PutUint32(last, math.Float32bits(math.Float32frombits(binary.LittleEndian.Uint32(last))+1e-3))
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Check(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK() {
+		t.Fatalf("a golden value moved by 1e-3 still passed: %+v", rep.Outputs)
+	}
+}
+
+// LeNet-5 classifies scikit-learn's digits test split (never seen in
+// training) through tfmodels, normalising raw pixels as edgeinfer.toml says.
+func TestLeNet5ClassifiesTheDigitsTestSplit(t *testing.T) {
+	dir := filepath.Join(modelRepo(t), "lenet5", "1")
+	man, err := ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := mustNpy(t, filepath.Join(dir, "golden", "digits_test_images.npy"))
+	pixels, err := images.Uint8s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels, err := mustNpy(t, filepath.Join(dir, "golden", "digits_test_labels.npy")).Int64s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(labels)
+	if n < 400 || len(pixels) != n*32*32 {
+		t.Fatalf("%d labels and %d pixels: want a 32x32 test split of at least 400 digits", n, len(pixels))
+	}
+	m, err := tfmodels.Load(dir, tfmodels.Options{IntraOpThreads: 2, InterOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	r, err := m.Runner(man.Signature, []string{man.Input.Key}, []string{"logits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := tfmodels.NewTensor(tfmodels.Float32, int64(n), 32, 32, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	xs, _ := tfmodels.Data[float32](x)
+	for i, p := range pixels {
+		xs[i] = float32((float64(p)*man.Input.Scale - man.Input.Mean[0]) / man.Input.Std[0])
+	}
+	outs, err := r.Run(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outs[0].Close()
+	logits, _ := tfmodels.Data[float32](outs[0])
+	classes := len(man.Labels)
+	correct := 0
+	for i := 0; i < n; i++ {
+		row := logits[i*classes : (i+1)*classes]
+		best := 0
+		for c := range row {
+			if row[c] > row[best] {
+				best = c
+			}
+		}
+		if man.Labels[best] == labelName(labels[i]) {
+			correct++
+		}
+	}
+	acc := float64(correct) / float64(n)
+	t.Logf("LeNet-5 digits test accuracy %.4f (%d/%d)", acc, correct, n)
+	if acc < 0.95 {
+		t.Errorf("accuracy %.4f < 0.95", acc)
+	}
+}
+
+func labelName(digit int64) string { return string(rune('0' + digit)) }
+
+func mustNpy(t *testing.T, path string) *npy.Array {
+	t.Helper()
+	a, err := npy.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
