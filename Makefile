@@ -76,9 +76,11 @@ bench: bench-tf
 bench-tf: deps models models-full
 	go run ./bench/tf -models $(MODELS) -models-full $(MODELS)-full -python $(PY)
 
-## run: build and run the daemon on the demo config.
+## run: build everything and run on the demo config. Until the daemon lands
+## (issue "The daemon end to end") this exports the demo model repository and
+## runs every model in it through the C API against Python's golden outputs.
 run: build models
-	go run ./daemon/cmd/edgeinferd -config config.toml
+	go run ./tfmodels/cmd/tfmodels check $(MODELS)
 
 clean:
 	rm -rf $(BIN) build $(MODELS) $(MODELS)-full tfmodels/testdata/fixtures tfmodels/testdata/.fixtures
