@@ -3,6 +3,6 @@ module github.com/edgeinfer/edgeinfer
 go 1.26.8
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	github.com/BurntSushi/toml v1.6.0
+	google.golang.org/protobuf v1.36.12
 )

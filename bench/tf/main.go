@@ -5,10 +5,11 @@
 package main
 
 import (
-	"bytes"
+	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/exec"
@@ -59,7 +60,7 @@ func main() {
 
 	cases := []benchCase{
 		{"LeNet-5 (tiny, 32x32x1)", filepath.Join(*models, "lenet5", "1"), 3000, 200},
-		{"ResNet-50 (full, 224x224x3)", filepath.Join(*modelsFull, "resnet50", "1"), 60, 5},
+		{"ResNet-50 (full, 224x224x3)", filepath.Join(*modelsFull, "resnet50", "1"), 120, 5},
 	}
 	var rows []string
 	for _, c := range cases {
@@ -120,53 +121,103 @@ func runCase(c benchCase, python string, intra, inter int) ([]string, error) {
 			return nil, err
 		}
 	}
-	// Alternate the two Go-side callers in rounds so drift hits both alike.
-	var goLat, cLat []time.Duration
-	const rounds = 3
+	py, err := startPython(python, c, man.Signature, intra, inter)
+	if err != nil {
+		return nil, err
+	}
+	defer py.close()
+
+	// Rounds alternate the callers so drift on the machine hits all alike.
+	// Inside a round the C and Go calls alternate one by one, so each Go call
+	// has a C call next to it under the same conditions: the median of the
+	// paired differences is what tfmodels adds, free of the drift between rounds.
+	var goLat, cLat, pyLat, added []time.Duration
+	const rounds = 20
 	for round := 0; round < rounds; round++ {
-		n := c.iters / rounds
-		b, err := r.BaselineTimings(inputs, n)
-		if err != nil {
-			return nil, err
-		}
-		cLat = append(cLat, b...)
+		n := max(1, c.iters/rounds)
 		for i := 0; i < n; i++ {
+			b, err := r.BaselineTimings(inputs, 1)
+			if err != nil {
+				return nil, err
+			}
 			d, err := run()
 			if err != nil {
 				return nil, err
 			}
-			goLat = append(goLat, d)
+			cLat, goLat, added = append(cLat, b[0]), append(goLat, d), append(added, d-b[0])
 		}
+		p, err := py.round(n)
+		if err != nil {
+			return nil, err
+		}
+		pyLat = append(pyLat, p...)
 	}
 
-	cmd := exec.Command(python, "bench/tf/python_bench.py", "--model", c.dir, "--signature", man.Signature,
-		"--iters", fmt.Sprint(c.iters), "--warmup", fmt.Sprint(c.warmup),
-		"--intra", fmt.Sprint(intra), "--inter", fmt.Sprint(inter))
-	var stdout bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("python side: %w", err)
-	}
-	var py struct {
-		LatenciesNS []int64 `json:"latencies_ns"`
-	}
-	if err := json.Unmarshal(stdout.Bytes(), &py); err != nil {
-		return nil, fmt.Errorf("python side output: %w", err)
-	}
-	pyLat := make([]time.Duration, len(py.LatenciesNS))
-	for i, v := range py.LatenciesNS {
-		pyLat[i] = time.Duration(v)
-	}
-
-	sc, sg, sp := summarise(cLat), summarise(goLat), summarise(pyLat)
+	sc, sg, sp, sa := summarise(cLat), summarise(goLat), summarise(pyLat), summarise(added)
 	row := func(caller string, s stats, vsC, vsPy string) string {
 		return fmt.Sprintf("| %s | %s | %d | %.1f | %s | %s | %s | %s |", c.name, caller, s.n, s.callsPerSec(), fmtDur(s.p50), fmtDur(s.p99), vsC, vsPy)
 	}
 	return []string{
 		row("TF_SessionRun from C (limit)", sc, "-", fmt.Sprintf("%.2fx", float64(sp.p50)/float64(sc.p50))),
-		row("tfmodels Runner.Run (Go)", sg, fmt.Sprintf("%+.1f µs", float64(sg.p50-sc.p50)/1e3), fmt.Sprintf("%.2fx", float64(sp.p50)/float64(sg.p50))),
+		row("tfmodels Runner.Run (Go)", sg, fmt.Sprintf("%+.1f µs (paired: %+.1f µs)", float64(sg.p50-sc.p50)/1e3, float64(sa.p50)/1e3), fmt.Sprintf("%.2fx", float64(sp.p50)/float64(sg.p50))),
 		row("Python tf.saved_model.load signature", sp, fmt.Sprintf("%+.1f µs", float64(sp.p50-sc.p50)/1e3), "1.00x"),
 	}, nil
+}
+
+// pyCaller is the long-lived Python process of python_bench.py.
+type pyCaller struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func startPython(python string, c benchCase, signature string, intra, inter int) (*pyCaller, error) {
+	cmd := exec.Command(python, "bench/tf/python_bench.py", "--model", c.dir, "--signature", signature,
+		"--warmup", fmt.Sprint(c.warmup), "--intra", fmt.Sprint(intra), "--inter", fmt.Sprint(inter))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("python side: %w", err)
+	}
+	p := &pyCaller{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	p.out.Buffer(make([]byte, 1<<20), 1<<24)
+	if !p.out.Scan() || p.out.Text() != "ready" {
+		p.close()
+		return nil, fmt.Errorf("python side did not start: %q %v", p.out.Text(), p.out.Err())
+	}
+	return p, nil
+}
+
+func (p *pyCaller) round(n int) ([]time.Duration, error) {
+	if _, err := fmt.Fprintln(p.in, n); err != nil {
+		return nil, fmt.Errorf("python side: %w", err)
+	}
+	if !p.out.Scan() {
+		return nil, fmt.Errorf("python side exited: %v", p.out.Err())
+	}
+	var res struct {
+		LatenciesNS []int64 `json:"latencies_ns"`
+	}
+	if err := json.Unmarshal(p.out.Bytes(), &res); err != nil {
+		return nil, fmt.Errorf("python side output: %w", err)
+	}
+	d := make([]time.Duration, len(res.LatenciesNS))
+	for i, v := range res.LatenciesNS {
+		d[i] = time.Duration(v)
+	}
+	return d, nil
+}
+
+func (p *pyCaller) close() {
+	p.in.Close()
+	p.cmd.Wait()
 }
 
 // firstSample reads a golden input and keeps its first batch element.

@@ -1,9 +1,11 @@
 """The Python side of `make bench-tf`: what a user would otherwise write.
 
 Loads a SavedModel with tf.saved_model.load, takes the first sample of each
-golden input (batch 1, the same bytes the Go side feeds), and calls the
-signature function repeatedly, converting the outputs to numpy as a caller
-would. Prints one JSON object: {"latencies_ns": [...]}.
+golden input (batch 1, the same bytes the Go side feeds), warms up, prints
+"ready", then for each line N read from stdin calls the signature function N
+times, converting the outputs to numpy as a caller would, and prints one JSON
+line {"latencies_ns": [...]}. The Go side alternates rounds of its callers
+with rounds of this one, so drift on the machine hits all of them alike.
 """
 import argparse
 import json
@@ -18,7 +20,6 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--signature", default="serving_default")
-    ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--intra", type=int, default=0)
     ap.add_argument("--inter", type=int, default=0)
@@ -40,12 +41,14 @@ def main():
 
     for _ in range(args.warmup):
         call()
-    lat = []
-    for _ in range(args.iters):
-        t = time.perf_counter_ns()
-        call()
-        lat.append(time.perf_counter_ns() - t)
-    json.dump({"latencies_ns": lat}, sys.stdout)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        lat = []
+        for _ in range(int(line)):
+            t = time.perf_counter_ns()
+            call()
+            lat.append(time.perf_counter_ns() - t)
+        print(json.dumps({"latencies_ns": lat}), flush=True)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@
 
 Output "logits" [B, H, W, N] at input resolution (softmax not applied). All upsampling kernels
 start as per-class bilinear interpolation; as in the paper the final upsampling of each net is
-fixed (trainable=False) and the 2x ones are learned.
+fixed (a constant depthwise transposed convolution, no variables) and the 2x ones are learned
+(full C x C transposed convolutions).
 
-Deviations, all to accept any input size without the paper's 100-pixel input padding:
+Deviations (the first two let any input size work without the paper's 100-pixel input padding):
 - convolutions (including the 7x7 conv6) use 'same' padding and pools 'same' (ceil) padding;
 - crops therefore use offset s/2 for a stride-s upsampling (kernel 2s), the offset that puts
-  each coarse pixel's centre on its receptive field's centre, instead of the paper's offsets
-  (19, 5, 9, 31) that compensate for the 100-pixel pad.
+  each coarse pixel's centre on its receptive field's centre, instead of the reference model's
+  offsets (e.g. 5, 9 and 31 in FCN-8s) that compensate for the 100-pixel pad;
 - score_pool3/score_pool4 get the zoo's random (He) init instead of the paper's zero init, so
   the random-weight golden outputs exercise the skips.
 
@@ -36,6 +37,13 @@ from tfmodels.zoo.vgg16 import vgg16_convs
 
 
 def upsample(h, classes, stride, name, trainable):
+    """Transposed convolution, kernel 2*stride, initialised to bilinear interpolation.
+
+    Learned upsamplings are full Conv2DTranspose layers (C x C kernels); the fixed final one is
+    the equivalent per-class depthwise form without variables (layers.FixedBilinearUpsampling).
+    """
+    if not trainable:
+        return L.FixedBilinearUpsampling(stride, name=name)(h)
     k = 2 * stride
     layer = keras.layers.Conv2DTranspose(
         classes,
@@ -44,7 +52,6 @@ def upsample(h, classes, stride, name, trainable):
         padding="valid",
         use_bias=False,
         kernel_initializer=keras.initializers.Constant(L.bilinear_kernel(k, classes)),
-        trainable=trainable,
         name=name,
     )
     return layer(h)

@@ -4,7 +4,7 @@
     frames [B, N, H, W, 3], lengths [B] (valid frames per clip; frames at t >= length are padding)
     -> padding frames zeroed (their content can never reach the output)
     -> per frame: FROZEN CNN (ResNet-50 convolutional trunk from resnet50.py, trainable=False)
-       + global average pooling -> one feature vector per frame (TimeDistributed)
+       + global average pooling -> one feature vector per frame
     -> LSTM over the N feature vectors, masked with t < length, so a short clip's state stops at
        its last valid frame
     -> dense logits (softmax not applied)
@@ -58,6 +58,35 @@ class ZeroPadFrames(keras.layers.Layer):
         return frames_shape
 
 
+class MergeTime(keras.layers.Layer):
+    """[B, N, ...] -> [B * N, ...]: every frame becomes one image of a batch."""
+
+    def call(self, x):
+        s = tf.shape(x)
+        return tf.reshape(x, tf.concat([[s[0] * s[1]], s[2:]], axis=0))
+
+    def compute_output_shape(self, shape):
+        b = None if shape[0] is None or shape[1] is None else shape[0] * shape[1]
+        return (b,) + tuple(shape[2:])
+
+
+class SplitTime(keras.layers.Layer):
+    """[B * N, F] -> [B, N, F] (inverse of MergeTime for per-frame vectors)."""
+
+    def __init__(self, frames, **kw):
+        super().__init__(**kw)
+        self.frames = frames
+
+    def call(self, x):
+        return tf.reshape(x, [-1, self.frames, tf.shape(x)[-1]])
+
+    def compute_output_shape(self, shape):
+        return (None, self.frames, shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "frames": self.frames}
+
+
 def video_lstm(frames=16, size=224, div=1, units=256, classes=101, calib_seed=1, name="video_lstm") -> keras.Model:
     cnn = resnet50_trunk(size, div, name="frame_cnn")
     calib = np.random.default_rng(calib_seed).random((4, size, size, 3), dtype=np.float64).astype(np.float32)
@@ -68,7 +97,12 @@ def video_lstm(frames=16, size=224, div=1, units=256, classes=101, calib_seed=1,
     lengths = keras.Input((), dtype="int32", name="lengths")
     mask = FrameMask(frames, name="frame_mask")(lengths)
     h = ZeroPadFrames(name="zero_padding_frames")(x, mask)
-    h = keras.layers.TimeDistributed(cnn, name="frame_features")(h)
+    # Per-frame features: the frozen CNN on all B*N frames as one batch, then back to [B, N, F].
+    # (Explicit reshapes instead of keras.layers.TimeDistributed, whose vectorized_map takes
+    # ~10 s to trace and builds a much larger graph.)
+    h = MergeTime(name="merge_time")(h)
+    h = cnn(h)
+    h = SplitTime(frames, name="frame_features")(h)
     h = keras.layers.LSTM(units, name="lstm")(h, mask=mask)
     y = keras.layers.Dense(classes, name="logits")(h)
     return keras.Model({"frames": x, "lengths": lengths}, y, name=name)
