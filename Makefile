@@ -74,7 +74,7 @@ bench: bench-tf
 
 ## bench-tf: tfmodels vs Python TensorFlow on the same signatures (see BENCHMARKS.md).
 bench-tf: deps models models-full
-	go run ./bench/tf -models $(MODELS) -models-full $(MODELS)-full -python $(PY)
+	go run ./bench/tf -models $(MODELS) -models-full $(MODELS)-full -python $(PY) $(BENCH_TF_FLAGS)
 
 ## run: build everything and run on the demo config. Until the daemon lands
 ## (issue "The daemon end to end") this exports the demo model repository and

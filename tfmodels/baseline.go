@@ -52,12 +52,7 @@ func (r *Runner) BaselineTimings(inputs []*Tensor, iters int) ([]time.Duration, 
 	ns := make([]C.longlong, iters)
 	st := newStatus()
 	defer st.free()
-	var inOps *C.TF_Output
-	var inPtr **C.TF_Tensor
-	if len(inVals) > 0 {
-		inOps, inPtr = &r.inOps[0], &inVals[0]
-	}
-	n := int(C.baseline_run(r.m.session, inOps, inPtr, C.int(len(inVals)),
+	n := int(C.baseline_run(r.m.session, first(r.inOps), first(inVals), C.int(len(inVals)),
 		&r.outOps[0], C.int(len(r.outOps)), C.int(iters), &ns[0], st.c))
 	if n < iters {
 		return nil, r.err(ErrRun, "", st.message())

@@ -133,19 +133,9 @@ func (r *Runner) Run(inputs ...*Tensor) ([]*Tensor, error) {
 	}
 	st := newStatus()
 	defer st.free()
-	var inOps *C.TF_Output
-	var inPtr **C.TF_Tensor
-	if len(inVals) > 0 {
-		inOps, inPtr = &r.inOps[0], &inVals[0]
-	}
-	var outOps *C.TF_Output
-	var outPtr **C.TF_Tensor
-	if len(outVals) > 0 {
-		outOps, outPtr = &r.outOps[0], &outVals[0]
-	}
 	C.TF_SessionRun(r.m.session, nil,
-		inOps, inPtr, C.int(len(inVals)),
-		outOps, outPtr, C.int(len(outVals)),
+		first(r.inOps), first(inVals), C.int(len(inVals)),
+		first(r.outOps), first(outVals), C.int(len(outVals)),
 		nil, 0, nil, st.c)
 	outs := make([]*Tensor, len(outVals))
 	for i, c := range outVals {
@@ -194,4 +184,12 @@ func (r *Runner) check(info TensorInfo, t *Tensor) error {
 		}
 	}
 	return nil
+}
+
+// first points at s[0], or is nil for an empty slice (C takes NULL then).
+func first[T any](s []T) *T {
+	if len(s) == 0 {
+		return nil
+	}
+	return &s[0]
 }

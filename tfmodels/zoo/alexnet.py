@@ -21,7 +21,6 @@ training=False).
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 from tfmodels.zoo import common, layers as L
 
@@ -58,11 +57,4 @@ def build(variant: str) -> common.Exportable:
         size, div, labels = 67, 16, L.CIFAR10_LABELS
     model = alexnet(size, div, len(labels))
 
-    def fn(images):
-        return {"logits": model(images, training=False)}
-
-    serve = common.make_serve(fn, {"images": tf.TensorSpec([None, size, size, 3], tf.float32)})
-    spec = L.spec(
-        "classify", "AlexNet", variant, L.image_input("images", size, size, 3), {"logits": "logits", "softmax": True}, labels
-    )
-    return common.Exportable(name="alexnet", keras_model=model, serve=serve, spec=spec)
+    return L.classifier("alexnet", "AlexNet", variant, model, size, labels)

@@ -23,7 +23,6 @@ table leaves out). Tiny: 64x64, channels / 8, 10 classes.
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 from tfmodels.zoo import common, layers as L
 
@@ -84,12 +83,4 @@ def build(variant: str) -> common.Exportable:
         size, div, labels = 64, 8, L.CIFAR10_LABELS
     model = googlenet(size, div, len(labels))
 
-    def fn(images):
-        return {"logits": model(images, training=False)}
-
-    serve = common.make_serve(fn, {"images": tf.TensorSpec([None, size, size, 3], tf.float32)})
-    spec = L.spec(
-        "classify", "GoogLeNet (Inception v1)", variant, L.image_input("images", size, size, 3),
-        {"logits": "logits", "softmax": True}, labels,
-    )
-    return common.Exportable(name="googlenet", keras_model=model, serve=serve, spec=spec)
+    return L.classifier("googlenet", "GoogLeNet (Inception v1)", variant, model, size, labels)

@@ -244,3 +244,15 @@ def spec(task, architecture, variant, inp, output, labels=None):
     s["input"] = inp
     s["output"] = output
     return s
+
+
+def classifier(name, architecture, variant, model, size, labels):
+    """The Exportable of an RGB image classifier: "images" [N,size,size,3] in, "logits" out."""
+    from tfmodels.zoo import common
+
+    def fn(images):
+        return {"logits": model(images, training=False)}
+
+    serve = common.make_serve(fn, {"images": tf.TensorSpec([None, size, size, 3], tf.float32)})
+    out = spec("classify", architecture, variant, image_input("images", size, size, 3), {"logits": "logits", "softmax": True}, labels)
+    return common.Exportable(name=name, keras_model=model, serve=serve, spec=out)

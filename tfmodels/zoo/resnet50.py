@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfmodels.zoo import common, layers as L
 
@@ -100,11 +99,4 @@ def build(variant: str) -> common.Exportable:
     calib = np.random.default_rng(1).random((4, size, size, 3), dtype=np.float64).astype(np.float32)
     L.calibrate_batchnorm(model, calib)
 
-    def fn(images):
-        return {"logits": model(images, training=False)}
-
-    serve = common.make_serve(fn, {"images": tf.TensorSpec([None, size, size, 3], tf.float32)})
-    spec = L.spec(
-        "classify", "ResNet-50", variant, L.image_input("images", size, size, 3), {"logits": "logits", "softmax": True}, labels
-    )
-    return common.Exportable(name="resnet50", keras_model=model, serve=serve, spec=spec)
+    return L.classifier("resnet50", "ResNet-50", variant, model, size, labels)

@@ -79,14 +79,7 @@ def build_vgg16(variant: str) -> common.Exportable:
     size, div, labels = _variant(variant)
     model = vgg16(size, div, len(labels))
 
-    def fn(images):
-        return {"logits": model(images, training=False)}
-
-    serve = common.make_serve(fn, {"images": tf.TensorSpec([None, size, size, 3], tf.float32)})
-    spec = L.spec(
-        "classify", "VGG-16", variant, L.image_input("images", size, size, 3), {"logits": "logits", "softmax": True}, labels
-    )
-    return common.Exportable(name="vgg16", keras_model=model, serve=serve, spec=spec)
+    return L.classifier("vgg16", "VGG-16", variant, model, size, labels)
 
 
 def build_vgg16_fcn(variant: str) -> common.Exportable:
