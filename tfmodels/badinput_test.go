@@ -96,6 +96,9 @@ func TestLoadRejectsBrokenModelDirectories(t *testing.T) {
 			os.WriteFile(filepath.Join(d, "variables", "variables.index"), []byte("garbage"), 0o644)
 			return d
 		}, Options{}, ErrInvalidModel, ""},
+		{"signature naming a missing operation", func(t *testing.T) string {
+			return filepath.Join(fixtures, "bad_signature")
+		}, Options{}, ErrInvalidModel, `graph has no operation "no_such_op"`},
 		{"unknown tag", func(t *testing.T) string { return multiDir(t) }, Options{Tags: []string{"gpu-only"}}, ErrInvalidModel, "gpu-only"},
 		{"negative thread count", func(t *testing.T) string { return multiDir(t) }, Options{IntraOpThreads: -1}, ErrInvalidArgument, "thread"},
 	}

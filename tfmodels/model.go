@@ -20,6 +20,7 @@ import (
 type Model struct {
 	dir  string
 	sigs map[string]*Signature
+	ops  map[string]C.TF_Output // graph tensor name -> operation output, resolved at load
 
 	mu      sync.RWMutex // Run holds it shared, Close exclusively
 	graph   *C.TF_Graph
@@ -73,6 +74,10 @@ func Load(dir string, opts Options) (*Model, error) {
 		return nil, &Error{Kind: ErrInvalidModel, Model: dir, Msg: "reading signatures from MetaGraphDef: " + err.Error()}
 	}
 	m.sigs = sigs
+	if err := m.resolveAll(); err != nil {
+		m.Close()
+		return nil, err
+	}
 	return m, nil
 }
 

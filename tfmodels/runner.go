@@ -50,12 +50,8 @@ func (m *Model) Runner(signature string, inputs, outputs []string) (*Runner, err
 			return nil, &Error{Kind: ErrUnknownTensor, Model: m.dir, Signature: signature, Tensor: k,
 				Msg: "inputs are " + quoteList(keys(sig.Inputs))}
 		}
-		op, err := m.resolve(info)
-		if err != nil {
-			return nil, err
-		}
 		r.inputs = append(r.inputs, info)
-		r.inOps = append(r.inOps, op)
+		r.inOps = append(r.inOps, m.ops[info.Name])
 	}
 	seen := map[string]bool{}
 	for _, k := range inputs {
@@ -70,17 +66,35 @@ func (m *Model) Runner(signature string, inputs, outputs []string) (*Runner, err
 			return nil, &Error{Kind: ErrUnknownTensor, Model: m.dir, Signature: signature, Tensor: k,
 				Msg: "outputs are " + quoteList(keys(sig.Outputs))}
 		}
-		op, err := m.resolve(info)
-		if err != nil {
-			return nil, err
-		}
 		r.outputs = append(r.outputs, info)
-		r.outOps = append(r.outOps, op)
+		r.outOps = append(r.outOps, m.ops[info.Name])
 	}
 	return r, nil
 }
 
-func (m *Model) resolve(info TensorInfo) (C.TF_Output, error) {
+// resolveAll finds the graph operation of every signature tensor once, so a
+// signature naming a missing operation fails the load, not a later run.
+func (m *Model) resolveAll() error {
+	m.ops = map[string]C.TF_Output{}
+	for _, sig := range m.sigs {
+		for _, infos := range [][]TensorInfo{sig.Inputs, sig.Outputs} {
+			for _, info := range infos {
+				if _, done := m.ops[info.Name]; done {
+					continue
+				}
+				op, err := m.resolve(info)
+				if err != nil {
+					err.Signature = sig.Key
+					return err
+				}
+				m.ops[info.Name] = op
+			}
+		}
+	}
+	return nil
+}
+
+func (m *Model) resolve(info TensorInfo) (C.TF_Output, *Error) {
 	name, idx, err := parseTensorName(info.Name)
 	if err != nil {
 		return C.TF_Output{}, &Error{Kind: ErrInvalidModel, Model: m.dir, Tensor: info.Key, Msg: err.Error()}

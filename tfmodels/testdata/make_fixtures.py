@@ -9,6 +9,8 @@
   fixed_batch      x float32 [1,4] -> twice float32 [1,4]
   unknown_rank     x float32 (any rank) -> same
 <out>/multi_golden/ holds inputs and Python TensorFlow's outputs (.npy; strings as .txt lines).
+<out>/bad_signature/ is multi with the fixed_batch signature's input pointing
+  at an operation the graph does not have.
 <out>/configproto.bin is tf.compat.v1.ConfigProto(intra_op_parallelism_threads=3,
   inter_op_parallelism_threads=2, use_per_session_threads=True) serialised, the
   reference for tfmodels' own ConfigProto encoder.
@@ -86,6 +88,17 @@ def main(out):
         f.write("\n".join(s) + "\n")
     with open(os.path.join(g, "s_upper.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(b.decode() for b in res["s_upper"].numpy()) + "\n")
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    bad = os.path.join(out, "bad_signature")
+    shutil.copytree(path, bad)
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(bad, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    sm.meta_graphs[0].signature_def["fixed_batch"].inputs["x"].name = "no_such_op:0"
+    with open(os.path.join(bad, "saved_model.pb"), "wb") as f:
+        f.write(sm.SerializeToString())
 
     cfg = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=3, inter_op_parallelism_threads=2,
                                    use_per_session_threads=True)
