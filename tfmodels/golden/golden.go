@@ -1,11 +1,16 @@
-// Package golden checks an exported model version against the reference
-// outputs Python TensorFlow wrote beside it (golden/input_<key>.npy and
-// golden/output_<key>.npy, see tfmodels/zoo/common.py), through tfmodels.
+// Package golden checks an exported model version against the references
+// Python TensorFlow wrote beside it (see tfmodels/zoo/common.py): the outputs
+// for a fixed input (golden/input_<key>.npy, golden/output_<key>.npy) and the
+// signatures as TensorFlow's protobuf classes read them (signatures.json).
 package golden
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
+	"os"
 	"path/filepath"
 	"sort"
 
@@ -85,6 +90,9 @@ func Check(dir string) (Report, error) {
 		return rep, err
 	}
 	defer m.Close()
+	if err := checkSignatures(dir, m); err != nil {
+		return rep, err
+	}
 	sig, err := m.Signature(man.Signature)
 	if err != nil {
 		return rep, err
@@ -133,6 +141,63 @@ func Check(dir string) (Report, error) {
 		rep.Outputs = append(rep.Outputs, o)
 	}
 	return rep, nil
+}
+
+// refTensor and refSignature mirror golden/signatures.json.
+type refTensor struct {
+	Name  string  `json:"name"`
+	DType int     `json:"dtype"`
+	Shape []int64 `json:"shape"` // nil: unknown rank
+}
+
+type refSignature struct {
+	MethodName string               `json:"method_name"`
+	Inputs     map[string]refTensor `json:"inputs"`
+	Outputs    map[string]refTensor `json:"outputs"`
+}
+
+// checkSignatures compares tfmodels' protowire reading of the MetaGraphDef
+// with golden/signatures.json, written from TensorFlow's own protobuf
+// classes. A version without the file is not checked.
+func checkSignatures(dir string, m *tfmodels.Model) error {
+	b, err := os.ReadFile(filepath.Join(dir, "golden", "signatures.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var ref map[string]refSignature
+	if err := json.Unmarshal(b, &ref); err != nil {
+		return fmt.Errorf("%s: golden/signatures.json: %w", dir, err)
+	}
+	got := m.Signatures()
+	if len(got) != len(ref) {
+		return fmt.Errorf("%s: tfmodels read %d signatures, TensorFlow %d", dir, len(got), len(ref))
+	}
+	for _, s := range got {
+		want, ok := ref[s.Key]
+		if !ok {
+			return fmt.Errorf("%s: signature %q is not in TensorFlow's reading", dir, s.Key)
+		}
+		if s.MethodName != want.MethodName {
+			return fmt.Errorf("%s: signature %q method %q, TensorFlow %q", dir, s.Key, s.MethodName, want.MethodName)
+		}
+		for _, side := range []struct {
+			got  []tfmodels.TensorInfo
+			want map[string]refTensor
+		}{{s.Inputs, want.Inputs}, {s.Outputs, want.Outputs}} {
+			if len(side.got) != len(side.want) {
+				return fmt.Errorf("%s: signature %q has %d tensors on one side, TensorFlow %d", dir, s.Key, len(side.got), len(side.want))
+			}
+			for _, t := range side.got {
+				w, ok := side.want[t.Key]
+				if !ok || t.Name != w.Name || int(t.DType) != w.DType || t.UnknownRank != (w.Shape == nil) || !equal(t.Shape, w.Shape) {
+					return fmt.Errorf("%s: signature %q tensor %q: tfmodels read %s %v, TensorFlow %+v", dir, s.Key, t.Key, t.Name, t, w)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func equal(a, b []int64) bool {

@@ -98,6 +98,31 @@ func TestCheckCatchesAnOutputThatDiffersFromPython(t *testing.T) {
 	}
 }
 
+// The signature check must catch a misread dtype or shape.
+func TestCheckCatchesASignatureReadDifferentlyFromTensorFlow(t *testing.T) {
+	src := filepath.Join(modelRepo(t), "lenet5", "1")
+	dir := filepath.Join(t.TempDir(), "1")
+	if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "golden", "signatures.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ from, to string }{{`"dtype": 1`, `"dtype": 2`}, {`32,`, `31,`}} {
+		if !strings.Contains(string(b), tc.from) {
+			t.Fatalf("signatures.json has no %q", tc.from)
+		}
+		if err := os.WriteFile(p, []byte(strings.Replace(string(b), tc.from, tc.to, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Check(dir); err == nil || !strings.Contains(err.Error(), "TensorFlow") {
+			t.Errorf("reference changed %s -> %s: Check returned %v", tc.from, tc.to, err)
+		}
+	}
+}
+
 // LeNet-5 classifies scikit-learn's digits test split (never seen in
 // training) through tfmodels, normalising raw pixels as edgeinfer.toml says.
 func TestLeNet5ClassifiesTheDigitsTestSplit(t *testing.T) {

@@ -11,6 +11,7 @@ and export.py turns an Exportable into a model-repository version directory:
     <out>/<name>/<version>/edgeinfer.toml
     <out>/<name>/<version>/golden/input_<key>.npy    fixed input
     <out>/<name>/<version>/golden/output_<key>.npy   Python TensorFlow's output for it
+    <out>/<name>/<version>/golden/signatures.json    the signatures as TensorFlow's protobuf reads them
 
 The directory is written under a temporary name and renamed into place, so a
 half-written version never appears in the repository.
@@ -18,6 +19,7 @@ half-written version never appears in the repository.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from typing import Any, Callable
@@ -97,6 +99,35 @@ def to_toml(spec: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def signatures_of(saved_model_dir: str) -> dict:
+    """Every servable signature of the "serve" MetaGraphDef, as TensorFlow's own
+    protobuf classes read it: the reference for the Go side's protowire reader.
+
+    {key: {"method_name": str, "inputs"/"outputs": {key: {"name", "dtype" (DataType
+    enum number), "shape" (list, -1 unknown; null for unknown rank)}}}}
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    mg = next(g for g in sm.meta_graphs if "serve" in g.meta_info_def.tags)
+
+    def info(t):
+        shape = None if t.tensor_shape.unknown_rank else [d.size for d in t.tensor_shape.dim]
+        return {"name": t.name, "dtype": int(t.dtype), "shape": shape}
+
+    return {
+        key: {
+            "method_name": sig.method_name,
+            "inputs": {k: info(v) for k, v in sig.inputs.items()},
+            "outputs": {k: info(v) for k, v in sig.outputs.items()},
+        }
+        for key, sig in mg.signature_def.items()
+        if key != "__saved_model_init_op"
+    }
+
+
 def export(m: Exportable, out_dir: str, version: int = 1, golden: bool = True, seed: int = 0) -> str:
     """Saves m as <out_dir>/<m.name>/<version>/ and returns that path."""
     final = os.path.join(out_dir, m.name, str(version))
@@ -124,6 +155,8 @@ def export(m: Exportable, out_dir: str, version: int = 1, golden: bool = True, s
             np.save(os.path.join(gdir, f"input_{k}.npy"), np.ascontiguousarray(v))
         for k, v in outputs.items():
             np.save(os.path.join(gdir, f"output_{k}.npy"), np.ascontiguousarray(v.numpy()))
+        with open(os.path.join(gdir, "signatures.json"), "w") as f:
+            json.dump(signatures_of(tmp), f, indent=1, sort_keys=True)
     for rel, arr in m.extra_files.items():
         p = os.path.join(tmp, rel)
         os.makedirs(os.path.dirname(p), exist_ok=True)
