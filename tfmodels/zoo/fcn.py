@@ -29,8 +29,6 @@ Tiny: channels / 16 (conv6/conv7 256), 21 VOC classes, default 64x64 (any size a
 from __future__ import annotations
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from tfmodels.zoo import common, layers as L
 from tfmodels.zoo.vgg16 import vgg16_convs
@@ -97,24 +95,7 @@ def _build(kind: str, variant: str) -> common.Exportable:
     div, size = (1, 512) if variant == "full" else (16, 64)
     labels = L.VOC_LABELS
     model = fcn(kind, div, len(labels))
-
-    def fn(images):
-        return {"logits": model(images, training=False)}
-
-    serve = common.make_serve(fn, {"images": tf.TensorSpec([None, None, None, 3], tf.float32)})
-
-    def golden(rng: np.random.Generator):
-        return {"images": rng.random((2, size, size, 3), dtype=np.float64).astype(np.float32)}
-
-    spec = L.spec(
-        "segment",
-        f"FCN-{kind} (VGG-16)",
-        variant,
-        L.image_input("images", size, size, 3),  # default size; any size is accepted
-        {"logits": "logits", "softmax": True},
-        labels,
-    )
-    return common.Exportable(name=f"fcn{kind}", keras_model=model, serve=serve, spec=spec, golden_inputs=golden)
+    return L.segmenter(f"fcn{kind}", f"FCN-{kind} (VGG-16)", variant, model, size, labels)
 
 
 def build_fcn32s(variant: str) -> common.Exportable:

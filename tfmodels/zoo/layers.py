@@ -256,3 +256,20 @@ def classifier(name, architecture, variant, model, size, labels):
     serve = common.make_serve(fn, {"images": tf.TensorSpec([None, size, size, 3], tf.float32)})
     out = spec("classify", architecture, variant, image_input("images", size, size, 3), {"logits": "logits", "softmax": True}, labels)
     return common.Exportable(name=name, keras_model=model, serve=serve, spec=out)
+
+
+def segmenter(name, architecture, variant, model, size, labels):
+    """The Exportable of a segmentation network that takes any input size:
+    "images" [N,H,W,3] in, per-pixel "logits" [N,H,W,classes] out; the golden
+    input and the edgeinfer.toml default are size x size."""
+    from tfmodels.zoo import common
+
+    def fn(images):
+        return {"logits": model(images, training=False)}
+
+    def golden(rng: np.random.Generator):
+        return {"images": rng.random((2, size, size, 3), dtype=np.float64).astype(np.float32)}
+
+    serve = common.make_serve(fn, {"images": tf.TensorSpec([None, None, None, 3], tf.float32)})
+    out = spec("segment", architecture, variant, image_input("images", size, size, 3), {"logits": "logits", "softmax": True}, labels)
+    return common.Exportable(name=name, keras_model=model, serve=serve, spec=out, golden_inputs=golden)

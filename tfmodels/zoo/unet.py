@@ -22,8 +22,6 @@ Tiny: channels / 16, default 64x64 (any size accepted).
 from __future__ import annotations
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from tfmodels.zoo import common, layers as L
 
@@ -61,17 +59,4 @@ def build(variant: str) -> common.Exportable:
     L.seed(0)
     div, size = (1, 512) if variant == "full" else (16, 64)
     model = unet(div, len(LABELS))
-
-    def fn(images):
-        return {"logits": model(images, training=False)}
-
-    serve = common.make_serve(fn, {"images": tf.TensorSpec([None, None, None, 3], tf.float32)})
-
-    def golden(rng: np.random.Generator):
-        return {"images": rng.random((2, size, size, 3), dtype=np.float64).astype(np.float32)}
-
-    spec = L.spec(
-        "segment", "U-Net", variant, L.image_input("images", size, size, 3),
-        {"logits": "logits", "softmax": True}, LABELS,
-    )
-    return common.Exportable(name="unet", keras_model=model, serve=serve, spec=spec, golden_inputs=golden)
+    return L.segmenter("unet", "U-Net", variant, model, size, LABELS)

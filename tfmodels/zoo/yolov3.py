@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tfmodels.zoo import common
+from tfmodels.zoo import common, layers as L
 
 STAGE_BLOCKS = (1, 2, 8, 8, 4)
 STRIDES = (8, 16, 32)
@@ -129,21 +129,6 @@ def build_model(size: int, num_classes: int, div: int = 1) -> keras.Model:
     return keras.Model(inp, {"grid_s8": g8, "grid_s16": g16, "grid_s32": g32}, name="yolov3")
 
 
-def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
-    """Sets every BatchNorm's moving statistics to the batch statistics of
-    `images` (one training-mode pass with momentum 0), so the random-weight
-    network is normalised at inference as a trained one would be: without it,
-    He-initialised residual stages grow activations ~1e4x and the raw grids
-    are meaningless. Weight initialisation only; the graph is unchanged."""
-    bns = [l for l in model.layers if isinstance(l, layers.BatchNormalization)]
-    saved = [l.momentum for l in bns]
-    for l in bns:
-        l.momentum = 0.0
-    model(images, training=True)
-    for l, m in zip(bns, saved):
-        l.momentum = m
-
-
 def scaled_anchors(size: int) -> list[int]:
     if size == 416:
         return list(COCO_ANCHORS)
@@ -156,7 +141,9 @@ def build(variant: str = "tiny", seed: int = 0) -> common.Exportable:
     size, labels = cfg["size"], cfg["labels"]
     model = build_model(size, len(labels), cfg["width_div"])
     calib = np.random.default_rng(seed + 1).random((cfg["calib_batch"], size, size, 3)).astype(np.float32)
-    calibrate_batchnorm(model, calib)
+    # Without calibrated BatchNorm statistics He-initialised residual stages
+    # grow activations ~1e4x and the raw grids are meaningless.
+    L.calibrate_batchnorm(model, calib)
 
     def fn(images):
         out = model(images, training=False)
