@@ -1,8 +1,11 @@
 package tfmodels
 
 import (
+	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -111,6 +114,41 @@ func TestLoadRejectsBrokenModelDirectories(t *testing.T) {
 			}
 			wantError(t, err, tc.kind, dir, tc.detail)
 		})
+	}
+}
+
+// Random byte damage to saved_model.pb must give an error or a model that
+// loads, never a crash of the process. The seed is fixed, so the run is the
+// same every time.
+func TestLoadSurvivesRandomlyCorruptedSavedModels(t *testing.T) {
+	orig, err := os.ReadFile(filepath.Join(multiDir(t), "saved_model.pb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := copyDir(t, multiDir(t))
+	rng := rand.New(rand.NewPCG(7, 7))
+	failed := 0
+	for i := 0; i < 40; i++ {
+		b := append([]byte(nil), orig...)
+		for n := 1 + rng.IntN(10); n > 0; n-- {
+			b[rng.IntN(len(b))] = byte(rng.IntN(256))
+		}
+		if err := os.WriteFile(filepath.Join(dir, "saved_model.pb"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m, err := Load(dir, Options{})
+		if err != nil {
+			if !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), dir) {
+				t.Fatalf("corruption %d: want ErrInvalidModel naming %s, got %v", i, dir, err)
+			}
+			failed++
+			continue
+		}
+		m.Close()
+	}
+	t.Logf("%d of 40 corrupted models were rejected with an error, the rest loaded", failed)
+	if failed < 20 {
+		t.Errorf("only %d of 40 corrupted models were rejected", failed)
 	}
 }
 

@@ -113,9 +113,6 @@ func (m *Model) resolve(info TensorInfo) (C.TF_Output, *Error) {
 	return C.TF_Output{oper: op, index: C.int(idx)}, nil
 }
 
-// Signature is the signature this runner runs.
-func (r *Runner) Signature() *Signature { return r.sig }
-
 // Inputs are the inputs Run takes, in order.
 func (r *Runner) Inputs() []TensorInfo { return r.inputs }
 

@@ -134,9 +134,6 @@ func (t *Tensor) NumElements() int {
 	return n
 }
 
-// Closed reports whether Close has been called.
-func (t *Tensor) Closed() bool { return t.c == nil }
-
 // Close frees the tensor's memory. It is safe to call more than once.
 func (t *Tensor) Close() error {
 	if t.c == nil {
