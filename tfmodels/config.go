@@ -26,7 +26,7 @@ func (o Options) tags() []string {
 	return o.Tags
 }
 
-func (o Options) validate() error {
+func (o Options) validate() *Error {
 	if o.IntraOpThreads < 0 || o.InterOpThreads < 0 {
 		return &Error{Kind: ErrInvalidArgument, Msg: fmt.Sprintf("thread counts must be >= 0, got intra %d inter %d", o.IntraOpThreads, o.InterOpThreads)}
 	}

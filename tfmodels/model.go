@@ -30,7 +30,7 @@ type Model struct {
 // Load loads the SavedModel in dir.
 func Load(dir string, opts Options) (*Model, error) {
 	if err := opts.validate(); err != nil {
-		err.(*Error).Model = dir
+		err.Model = dir
 		return nil, err
 	}
 	if err := checkDir(dir); err != nil {

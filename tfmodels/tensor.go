@@ -208,7 +208,7 @@ func numElements(shape []int64) (int, error) {
 		if d < 0 {
 			return 0, &Error{Kind: ErrInvalidArgument, Msg: fmt.Sprintf("negative dimension in shape %v", shape)}
 		}
-		if d > 0 && n > math.MaxInt32*int(1<<20)/int(d) {
+		if d > 0 && n > math.MaxInt/int(d) {
 			return 0, &Error{Kind: ErrInvalidArgument, Msg: fmt.Sprintf("shape %v is too large", shape)}
 		}
 		n *= int(d)
