@@ -44,7 +44,12 @@ func (m *Model) Runner(signature string, inputs, outputs []string) (*Runner, err
 	if m.session == nil {
 		return nil, &Error{Kind: ErrClosed, Model: m.dir, Signature: signature}
 	}
+	seen := map[string]bool{}
 	for _, k := range inputs {
+		if seen[k] {
+			return nil, &Error{Kind: ErrInvalidInput, Model: m.dir, Signature: signature, Tensor: k, Msg: "input named twice"}
+		}
+		seen[k] = true
 		info, ok := sig.Input(k)
 		if !ok {
 			return nil, &Error{Kind: ErrUnknownTensor, Model: m.dir, Signature: signature, Tensor: k,
@@ -52,13 +57,6 @@ func (m *Model) Runner(signature string, inputs, outputs []string) (*Runner, err
 		}
 		r.inputs = append(r.inputs, info)
 		r.inOps = append(r.inOps, m.ops[info.Name])
-	}
-	seen := map[string]bool{}
-	for _, k := range inputs {
-		if seen[k] {
-			return nil, &Error{Kind: ErrInvalidInput, Model: m.dir, Signature: signature, Tensor: k, Msg: "input named twice"}
-		}
-		seen[k] = true
 	}
 	for _, k := range outputs {
 		info, ok := sig.Output(k)

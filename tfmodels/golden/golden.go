@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/BurntSushi/toml"
@@ -133,7 +134,7 @@ func Check(dir string) (Report, error) {
 			return rep, err
 		}
 		o := Output{Key: k, Shape: outs[k].Shape()}
-		if !equal(o.Shape, want.Shape) {
+		if !slices.Equal(o.Shape, want.Shape) {
 			o.ShapeDiffer, o.MaxAbsDiff = true, math.Inf(1)
 		} else if o.MaxAbsDiff, err = maxAbsDiff(outs[k], want); err != nil {
 			return rep, fmt.Errorf("%s: output %q: %w", dir, k, err)
@@ -191,7 +192,7 @@ func checkSignatures(dir string, m *tfmodels.Model) error {
 			}
 			for _, t := range side.got {
 				w, ok := side.want[t.Key]
-				if !ok || t.Name != w.Name || int(t.DType) != w.DType || t.UnknownRank != (w.Shape == nil) || !equal(t.Shape, w.Shape) {
+				if !ok || t.Name != w.Name || int(t.DType) != w.DType || t.UnknownRank != (w.Shape == nil) || !slices.Equal(t.Shape, w.Shape) {
 					return fmt.Errorf("%s: signature %q tensor %q: tfmodels read %s %v, TensorFlow %+v", dir, s.Key, t.Key, t.Name, t, w)
 				}
 			}
@@ -200,42 +201,34 @@ func checkSignatures(dir string, m *tfmodels.Model) error {
 	return nil
 }
 
-func equal(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func maxAbsDiff(got *tfmodels.Tensor, want *npy.Array) (float64, error) {
-	g, err := asFloat64(got)
+	var g, w []float64
+	var err error
+	switch got.DType() {
+	case tfmodels.Float32:
+		g, err = floats(tfmodels.Data[float32](got))
+	case tfmodels.Int32:
+		g, err = floats(tfmodels.Data[int32](got))
+	case tfmodels.Int64:
+		g, err = floats(tfmodels.Data[int64](got))
+	default:
+		return 0, fmt.Errorf("output dtype %s not compared", got.DType())
+	}
 	if err != nil {
 		return 0, err
 	}
-	var w []float64
 	switch want.Descr {
 	case "<f4":
-		v, _ := want.Float32s()
-		for _, x := range v {
-			w = append(w, float64(x))
-		}
+		w, err = floats(want.Float32s())
 	case "<i4":
-		v, _ := want.Int32s()
-		for _, x := range v {
-			w = append(w, float64(x))
-		}
+		w, err = floats(want.Int32s())
 	case "<i8":
-		v, _ := want.Int64s()
-		for _, x := range v {
-			w = append(w, float64(x))
-		}
+		w, err = floats(want.Int64s())
 	default:
 		return 0, fmt.Errorf("golden dtype %s not compared", want.Descr)
+	}
+	if err != nil {
+		return 0, err
 	}
 	if len(g) != len(w) {
 		return math.Inf(1), nil
@@ -250,27 +243,10 @@ func maxAbsDiff(got *tfmodels.Tensor, want *npy.Array) (float64, error) {
 	return d, nil
 }
 
-func asFloat64(t *tfmodels.Tensor) ([]float64, error) {
-	var out []float64
-	switch t.DType() {
-	case tfmodels.Float32:
-		v, err := tfmodels.Data[float32](t)
-		for _, x := range v {
-			out = append(out, float64(x))
-		}
-		return out, err
-	case tfmodels.Int32:
-		v, err := tfmodels.Data[int32](t)
-		for _, x := range v {
-			out = append(out, float64(x))
-		}
-		return out, err
-	case tfmodels.Int64:
-		v, err := tfmodels.Data[int64](t)
-		for _, x := range v {
-			out = append(out, float64(x))
-		}
-		return out, err
+func floats[T float32 | int32 | int64](v []T, err error) ([]float64, error) {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
 	}
-	return nil, fmt.Errorf("output dtype %s not compared", t.DType())
+	return out, err
 }
