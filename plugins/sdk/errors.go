@@ -1,0 +1,12 @@
+package sdk
+
+import "errors"
+
+// ErrBadFrame is wrapped by a Task's error when the frame itself is unusable
+// (the daemon publishes a bad_input event and moves on); any other error from
+// Infer is a model failure.
+var ErrBadFrame = errors.New("bad frame")
+
+// ErrPluginExited is wrapped by the client's errors when the plugin process
+// is gone (crashed, killed); the daemon restarts it and retries the frame.
+var ErrPluginExited = errors.New("plugin process exited")

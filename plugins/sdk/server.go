@@ -1,0 +1,102 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/edgeinfer/edgeinfer/plugins/sdk/taskpb"
+)
+
+// Serve runs t as a plugin process; a task plugin's main calls it and
+// nothing else. It returns when the daemon ends the plugin. If t is an
+// io.Closer it is closed then.
+func Serve(t Task) {
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: Handshake,
+		Plugins:         plugin.PluginSet{pluginName: &grpcPlugin{impl: t}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage))...)
+		},
+	})
+	if c, ok := t.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// grpcPlugin adapts Task to go-plugin: the server side registers the gRPC
+// service, the client side returns a *client.
+type grpcPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	impl Task
+}
+
+func (p *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	taskpb.RegisterTaskServer(s, &server{impl: p.impl})
+	return nil
+}
+
+func (p *grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return taskpb.NewTaskClient(c), nil
+}
+
+// server turns gRPC calls into Task calls, one at a time.
+type server struct {
+	taskpb.UnimplementedTaskServer
+	impl Task
+	mu   sync.Mutex
+	shm  shmReader
+}
+
+func (s *server) Load(ctx context.Context, req *taskpb.LoadRequest) (*taskpb.LoadResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info, err := s.impl.Load(ctx, LoadRequest{
+		Model: req.Model, Version: req.Version, ModelDir: req.ModelDir,
+		Options: req.OptionsJson, Threads: int(req.Threads),
+	})
+	if err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return &taskpb.LoadResponse{
+		Task: info.Task, Signature: info.Signature, InputShape: info.InputShape,
+		Labels: int32(info.Labels), WarmupNs: int64(info.Warmup), Description: info.Description,
+	}, nil
+}
+
+func (s *server) Infer(ctx context.Context, req *taskpb.InferRequest) (*taskpb.InferResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := Frame{Seq: req.Seq, Width: int(req.Width), Height: int(req.Height)}
+	switch px := req.Pixels.(type) {
+	case *taskpb.InferRequest_Shared:
+		rgb, err := s.shm.view(px.Shared.Path, px.Shared.Size, px.Shared.Length)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		f.RGB = rgb
+	case *taskpb.InferRequest_Rgb:
+		f.RGB = px.Rgb
+	}
+	res, err := s.impl.Infer(ctx, f)
+	if err != nil {
+		code := codes.Internal
+		if errors.Is(err, ErrBadFrame) {
+			code = codes.InvalidArgument
+		}
+		return nil, status.Error(code, err.Error())
+	}
+	return &taskpb.InferResponse{
+		OutputJson:    res.Output,
+		PreprocessNs:  int64(res.Timings.Preprocess),
+		InferenceNs:   int64(res.Timings.Inference),
+		PostprocessNs: int64(res.Timings.Postprocess),
+	}, nil
+}
+

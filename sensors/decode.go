@@ -1,0 +1,78 @@
+package sensors
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"image"
+	"image/draw"
+	_ "image/jpeg" // JPEG decoder for DecodeImage
+	_ "image/png"  // PNG decoder for DecodeImage
+)
+
+// Limits bound what a sensor accepts as an image. They protect the daemon
+// from a file or payload that would take too much memory or cannot be a
+// useful picture.
+type Limits struct {
+	MaxBytes  int // largest encoded image or payload, in bytes
+	MaxPixels int // largest width*height
+	MinSide   int // smallest width or height
+}
+
+// DefaultLimits are used where config.toml sets none.
+var DefaultLimits = Limits{MaxBytes: 32 << 20, MaxPixels: 40_000_000, MinSide: 8}
+
+// ErrBadImage is wrapped by every error DecodeImage returns.
+var ErrBadImage = errors.New("bad image")
+
+// DecodeImage decodes a JPEG or PNG into packed RGB. The header is read
+// first, so an image over the pixel limit is refused before any pixel is
+// decoded.
+func DecodeImage(data []byte, lim Limits) (w, h int, rgb []byte, err error) {
+	if len(data) == 0 {
+		return 0, 0, nil, fmt.Errorf("%w: empty (0 bytes)", ErrBadImage)
+	}
+	if lim.MaxBytes > 0 && len(data) > lim.MaxBytes {
+		return 0, 0, nil, fmt.Errorf("%w: %d bytes is over the limit of %d bytes", ErrBadImage, len(data), lim.MaxBytes)
+	}
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("%w: not a JPEG or PNG image: %v", ErrBadImage, err)
+	}
+	if lim.MaxPixels > 0 && cfg.Width*cfg.Height > lim.MaxPixels {
+		return 0, 0, nil, fmt.Errorf("%w: %s of %dx%d pixels is over the limit of %d pixels", ErrBadImage, format, cfg.Width, cfg.Height, lim.MaxPixels)
+	}
+	if cfg.Width < lim.MinSide || cfg.Height < lim.MinSide {
+		return 0, 0, nil, fmt.Errorf("%w: %s of %dx%d pixels is under the minimum side of %d pixels", ErrBadImage, format, cfg.Width, cfg.Height, lim.MinSide)
+	}
+	img, _, err := image.Decode(bytes.NewReader(data))
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("%w: %s of %dx%d pixels does not decode: %v", ErrBadImage, format, cfg.Width, cfg.Height, err)
+	}
+	w, h, rgb = ToRGB(img)
+	return w, h, rgb, nil
+}
+
+// ToRGB packs any image into RGB bytes.
+func ToRGB(img image.Image) (w, h int, rgb []byte) {
+	b := img.Bounds()
+	w, h = b.Dx(), b.Dy()
+	rgb = make([]byte, w*h*3)
+	switch m := img.(type) {
+	case *image.Gray:
+		for y := 0; y < h; y++ {
+			row := m.Pix[y*m.Stride : y*m.Stride+w]
+			o := rgb[y*w*3:]
+			for x, v := range row {
+				o[3*x], o[3*x+1], o[3*x+2] = v, v, v
+			}
+		}
+	default:
+		rgba := image.NewRGBA(image.Rect(0, 0, w, h))
+		draw.Draw(rgba, rgba.Bounds(), img, b.Min, draw.Src)
+		for i, j := 0, 0; i < len(rgba.Pix); i, j = i+4, j+3 {
+			rgb[j], rgb[j+1], rgb[j+2] = rgba.Pix[i], rgba.Pix[i+1], rgba.Pix[i+2]
+		}
+	}
+	return w, h, rgb
+}
