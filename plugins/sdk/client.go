@@ -159,7 +159,8 @@ func (p *Plugin) wrap(err error) error {
 	st, _ := status.FromError(err)
 	switch st.Code() {
 	case codes.InvalidArgument:
-		return fmt.Errorf("%w: %s", ErrBadFrame, st.Message())
+		// The plugin's message already says "bad frame: ...".
+		return &remoteError{msg: st.Message(), kind: ErrBadFrame}
 	case codes.FailedPrecondition, codes.Internal:
 		if !p.client.Exited() {
 			return errors.New(st.Message())
@@ -182,3 +183,12 @@ func (p *Plugin) waitExited() bool {
 	}
 	return false
 }
+
+// remoteError is an error the plugin returned, with its message as it was.
+type remoteError struct {
+	msg  string
+	kind error
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.kind }

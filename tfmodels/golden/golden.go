@@ -15,40 +15,24 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/edgeinfer/edgeinfer/tfmodels"
+	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
 
 // Tolerance is the largest absolute difference from Python accepted.
 const Tolerance = 1e-4
 
-// Manifest is the part of edgeinfer.toml needed to run a model generically.
-type Manifest struct {
-	Task      string   `toml:"task"`
-	Signature string   `toml:"signature"`
-	Labels    []string `toml:"labels"`
-	Input     struct {
-		Key   string    `toml:"key"`
-		DType string    `toml:"dtype"`
-		Scale float64   `toml:"scale"`
-		Mean  []float64 `toml:"mean"`
-		Std   []float64 `toml:"std"`
-	} `toml:"input"`
-}
-
-// ReadManifest reads <dir>/edgeinfer.toml.
-func ReadManifest(dir string) (Manifest, error) {
-	var m Manifest
-	path := filepath.Join(dir, "edgeinfer.toml")
-	if _, err := toml.DecodeFile(path, &m); err != nil {
-		return m, fmt.Errorf("%s: %w", path, err)
+// readManifest reads and validates <dir>/edgeinfer.toml.
+func readManifest(dir string) (manifest.Manifest, error) {
+	man, err := manifest.Read(dir)
+	if err != nil {
+		return man, err
 	}
-	if m.Signature == "" || m.Input.Key == "" {
-		return m, fmt.Errorf("%s: signature and input.key are required", path)
+	if err := man.Validate(); err != nil {
+		return man, fmt.Errorf("%s: %w", filepath.Join(dir, manifest.File), err)
 	}
-	return m, nil
+	return man, nil
 }
 
 // Output is the comparison of one output tensor.
@@ -82,7 +66,7 @@ func (r Report) OK() bool {
 // named in edgeinfer.toml and compares every output with Python's.
 func Check(dir string) (Report, error) {
 	rep := Report{Dir: dir}
-	man, err := ReadManifest(dir)
+	man, err := readManifest(dir)
 	if err != nil {
 		return rep, err
 	}

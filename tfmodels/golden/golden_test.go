@@ -127,7 +127,7 @@ func TestCheckCatchesASignatureReadDifferentlyFromTensorFlow(t *testing.T) {
 // training) through tfmodels, normalising raw pixels as edgeinfer.toml says.
 func TestLeNet5ClassifiesTheDigitsTestSplit(t *testing.T) {
 	dir := filepath.Join(modelRepo(t), "lenet5", "1")
-	man, err := ReadManifest(dir)
+	man, err := readManifest(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

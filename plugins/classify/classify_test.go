@@ -1,0 +1,505 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edgeinfer/edgeinfer/plugins/sdk"
+	"github.com/edgeinfer/edgeinfer/tfmodels"
+	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
+	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
+)
+
+// modelDir is <EDGEINFER_MODELS>/<name>/1; make test sets EDGEINFER_MODELS.
+func modelDir(t *testing.T, name string) string {
+	t.Helper()
+	repo := os.Getenv("EDGEINFER_MODELS")
+	if repo == "" {
+		t.Fatal("EDGEINFER_MODELS is not set: point it at the exported model repository (make test does)")
+	}
+	return filepath.Join(repo, name, "1")
+}
+
+// load loads a model version into a new classifier closed at the end of the test.
+func load(t *testing.T, dir, options string) (*classifier, sdk.ModelInfo) {
+	t.Helper()
+	c := newClassifier()
+	t.Cleanup(func() { c.Close() })
+	info, err := c.Load(context.Background(), sdk.LoadRequest{ModelDir: dir, Options: json.RawMessage(options), Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, info
+}
+
+// infer runs one frame and decodes the output.
+func infer(t *testing.T, c *classifier, f sdk.Frame) output {
+	t.Helper()
+	res, err := c.Infer(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out output
+	if err := json.Unmarshal(res.Output, &out); err != nil {
+		t.Fatalf("output %s: %v", res.Output, err)
+	}
+	return out
+}
+
+// grayFrame is an RGB frame with R = G = B = the gray pixels.
+func grayFrame(gray []byte, w, h int) sdk.Frame {
+	rgb := make([]byte, 0, 3*len(gray))
+	for _, p := range gray {
+		rgb = append(rgb, p, p, p)
+	}
+	return sdk.Frame{Width: w, Height: h, RGB: rgb}
+}
+
+// noiseFrame is a frame of seeded random pixels.
+func noiseFrame(w, h int, seed uint64) sdk.Frame {
+	r := rand.New(rand.NewPCG(seed, 1))
+	rgb := make([]byte, w*h*3)
+	for i := range rgb {
+		rgb[i] = byte(r.IntN(256))
+	}
+	return sdk.Frame{Width: w, Height: h, RGB: rgb}
+}
+
+// python runs testdata/reference.py with the project's venv (make test
+// builds it); EDGEINFER_PYTHON overrides the interpreter.
+func python(t *testing.T, args ...string) {
+	t.Helper()
+	py := os.Getenv("EDGEINFER_PYTHON")
+	if py == "" {
+		py = "../../.venv/bin/python"
+	}
+	if _, err := os.Stat(py); err != nil {
+		t.Fatalf("python with TensorFlow not found (run `make deps` or set EDGEINFER_PYTHON): %v", err)
+	}
+	cmd := exec.Command(py, append([]string{"testdata/reference.py"}, args...)...)
+	cmd.Env = append(os.Environ(), "TF_CPP_MIN_LOG_LEVEL=2")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("reference.py %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func readFloats(t *testing.T, path string) ([]float32, []int64) {
+	t.Helper()
+	a, err := npy.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := a.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, a.Shape
+}
+
+// LeNet-5 classifies the held-out digits through Infer, and its scores are
+// the softmax of the logits tfmodels gives for the same digits normalised
+// independently.
+func TestLeNet5ClassifiesTheDigitsTestSplit(t *testing.T) {
+	dir := modelDir(t, "lenet5")
+	c, info := load(t, dir, `{"top_k": 10}`)
+	if info.Task != "classify" || info.Labels != 10 || info.Description != "LeNet-5 tiny" || len(info.InputShape) != 4 || info.InputShape[1] != 32 {
+		t.Errorf("ModelInfo %+v", info)
+	}
+	images, err := npy.Read(filepath.Join(dir, "golden", "digits_test_images.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pixels, err := images.Uint8s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	labelsNpy, err := npy.Read(filepath.Join(dir, "golden", "digits_test_labels.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels, err := labelsNpy.Int64s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(labels)
+	if n < 400 || len(pixels) != n*32*32 {
+		t.Fatalf("%d labels, %d pixels: want a 32x32 split of at least 400 digits", n, len(pixels))
+	}
+
+	// The reference: tfmodels run directly on the digit normalised as
+	// edgeinfer.toml says, and a softmax computed here.
+	man, err := manifest.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := tfmodels.Load(dir, tfmodels.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	r, err := m.Runner(man.Signature, []string{man.Input.Key}, []string{man.Output.Logits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reference := func(digit []byte) (input []float32, probs []float64) {
+		input = make([]float32, len(digit))
+		for i, p := range digit {
+			input[i] = float32((float64(p)*man.Input.Scale - man.Input.Mean[0]) / man.Input.Std[0])
+		}
+		x, err := tfmodels.NewTensorOf([]int64{1, 32, 32, 1}, input)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer x.Close()
+		outs, err := r.Run(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer outs[0].Close()
+		logits, _ := tfmodels.Data[float32](outs[0])
+		sum := 0.0
+		for _, l := range logits {
+			probs = append(probs, math.Exp(float64(l)))
+			sum += probs[len(probs)-1]
+		}
+		for i := range probs {
+			probs[i] /= sum
+		}
+		return input, probs
+	}
+
+	correct := 0
+	for i := range n {
+		digit := pixels[i*32*32 : (i+1)*32*32]
+		out := infer(t, c, grayFrame(digit, 32, 32))
+		if len(out.Top) != 10 {
+			t.Fatalf("digit %d: %d entries, want top_k 10", i, len(out.Top))
+		}
+		if out.Top[0].Label == string(rune('0'+labels[i])) {
+			correct++
+		}
+		if i >= 20 {
+			continue
+		}
+		input, probs := reference(digit)
+		x, _ := tfmodels.Data[float32](c.input)
+		for j := range input {
+			if x[j] != input[j] {
+				t.Fatalf("digit %d pixel %d: plugin input %v, reference %v (no resize: must be exact)", i, j, x[j], input[j])
+			}
+		}
+		for _, e := range out.Top {
+			if d := math.Abs(float64(e.Score) - probs[e.Index]); d > 1e-6 {
+				t.Errorf("digit %d label %d: score %v, softmax of tfmodels' logits %v", i, e.Index, e.Score, probs[e.Index])
+			}
+		}
+	}
+	acc := float64(correct) / float64(n)
+	t.Logf("LeNet-5 through the plugin: digits test accuracy %.4f (%d/%d)", acc, correct, n)
+	if acc < 0.95 {
+		t.Errorf("accuracy %.4f < 0.95", acc)
+	}
+}
+
+// The bilinear resize matches tf.image.resize (antialias=False): down,
+// up, and the identity when the sizes match.
+func TestResizeMatchesTensorFlow(t *testing.T) {
+	t.Parallel()
+	const w, h, scale = 64, 48, 1.0 / 255
+	f := noiseFrame(w, h, 1)
+	tmp := t.TempDir()
+	framePath := filepath.Join(tmp, "frame.rgb")
+	if err := os.WriteFile(framePath, f.RGB, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sizes := []struct{ w, h int }{{32, 32}, {100, 70}, {64, 48}, {1, 1}}
+	args := []string{"resize", framePath, "64", "48", "0.00392156862745098", tmp}
+	for _, s := range sizes {
+		args = append(args, sizeName(s.w, s.h))
+	}
+	python(t, args...)
+
+	in := manifest.Input{Channels: 3, Scale: scale, Mean: []float64{0, 0, 0}, Std: []float64{1, 1, 1}}
+	for _, s := range sizes {
+		want, shape := readFloats(t, filepath.Join(tmp, "resize_"+sizeName(s.w, s.h)+".npy"))
+		if len(want) != s.w*s.h*3 {
+			t.Fatalf("%s: reference shape %v", sizeName(s.w, s.h), shape)
+		}
+		got := make([]float32, len(want))
+		normalize(got, resize(nil, f.RGB, w, h, s.w, s.h), in)
+		worst := 0.0
+		for i := range want {
+			worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
+		}
+		t.Logf("64x48 -> %s: max |Go - TensorFlow| = %.3g", sizeName(s.w, s.h), worst)
+		if worst > 1e-4 {
+			t.Errorf("64x48 -> %s: max abs difference %g > 1e-4", sizeName(s.w, s.h), worst)
+		}
+	}
+}
+
+func sizeName(w, h int) string { return fmt.Sprintf("%dx%d", w, h) }
+
+// Gray is luma, and exact for a gray pixel.
+func TestNormalizeGrayIsLuma(t *testing.T) {
+	in := manifest.Input{Channels: 1, Scale: 1, Mean: []float64{0}, Std: []float64{1}}
+	x := make([]float32, 2)
+	normalize(x, []float32{200, 100, 50, 77.25, 77.25, 77.25}, in)
+	if want := float32(0.299*200 + 0.587*100 + 0.114*50); math.Abs(float64(x[0]-want)) > 1e-4 {
+		t.Errorf("luma of (200, 100, 50) = %v, want %v", x[0], want)
+	}
+	if x[1] != 77.25 {
+		t.Errorf("luma of gray 77.25 = %v, want it exactly", x[1])
+	}
+	in = manifest.Input{Channels: 3, Scale: 0.5, Mean: []float64{1, 2, 3}, Std: []float64{2, 4, 8}}
+	x = make([]float32, 3)
+	normalize(x, []float32{10, 20, 30}, in)
+	if x[0] != 2 || x[1] != 2 || x[2] != 1.5 {
+		t.Errorf("RGB (10, 20, 30) normalised to %v, want [2 2 1.5]", x)
+	}
+}
+
+// ResNet-50 on a camera-sized frame: the plugin's input tensor and scores
+// equal Python TensorFlow's for the same frame (tf.image.resize + the
+// SavedModel), with the default top_k 5.
+func TestResNet50MatchesTensorFlow(t *testing.T) {
+	t.Parallel()
+	dir := modelDir(t, "resnet50")
+	f := noiseFrame(640, 480, 2)
+	tmp := t.TempDir()
+	framePath := filepath.Join(tmp, "frame.rgb")
+	if err := os.WriteFile(framePath, f.RGB, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	python(t, "classify", dir, framePath, "640", "480", tmp)
+	wantInput, _ := readFloats(t, filepath.Join(tmp, "input.npy"))
+	wantScores, _ := readFloats(t, filepath.Join(tmp, "scores.npy"))
+
+	c, _ := load(t, dir, "")
+	out := infer(t, c, f)
+
+	x, _ := tfmodels.Data[float32](c.input)
+	if len(x) != len(wantInput) {
+		t.Fatalf("input has %d values, Python's %d", len(x), len(wantInput))
+	}
+	worst := 0.0
+	for i := range x {
+		worst = math.Max(worst, math.Abs(float64(x[i]-wantInput[i])))
+	}
+	t.Logf("640x480 -> 64x64 input: max |Go - Python| = %.3g", worst)
+	if worst > 1e-4 {
+		t.Errorf("input differs from Python's by %g > 1e-4", worst)
+	}
+
+	if len(out.Top) != 5 {
+		t.Fatalf("%d entries, want the default top_k 5: %+v", len(out.Top), out)
+	}
+	best, sum := 0, 0.0
+	for i, s := range wantScores {
+		if s > wantScores[best] {
+			best = i
+		}
+	}
+	for i, e := range out.Top {
+		sum += float64(e.Score)
+		if i > 0 && e.Score > out.Top[i-1].Score {
+			t.Errorf("entries not sorted by score: %+v", out.Top)
+		}
+		if e.Label != c.man.Labels[e.Index] {
+			t.Errorf("entry %+v: label of index %d is %q", e, e.Index, c.man.Labels[e.Index])
+		}
+		if d := math.Abs(float64(e.Score - wantScores[e.Index])); d > 1e-4 {
+			t.Errorf("label %d: score %v, Python %v", e.Index, e.Score, wantScores[e.Index])
+		}
+	}
+	if sum > 1+1e-6 {
+		t.Errorf("top scores sum to %v > 1", sum)
+	}
+	if out.Top[0].Index != best {
+		t.Errorf("top-1 is %d, Python's %d", out.Top[0].Index, best)
+	}
+}
+
+// A model that takes any size (vgg16_fcn) gets each frame at its own size.
+func TestAnySizeModelRunsFramesAtTheirSize(t *testing.T) {
+	c, _ := load(t, modelDir(t, "vgg16_fcn"), `{"top_k": 3}`)
+	for _, s := range []struct{ w, h int }{{80, 48}, {80, 48}, {40, 64}} {
+		out := infer(t, c, noiseFrame(s.w, s.h, 3))
+		if got := c.input.Shape(); got[1] != int64(s.h) || got[2] != int64(s.w) || len(out.Top) != 3 {
+			t.Errorf("%dx%d frame: input shape %v, %d entries", s.w, s.h, got, len(out.Top))
+		}
+	}
+}
+
+func TestBadFramesAreErrBadFrame(t *testing.T) {
+	c, _ := load(t, modelDir(t, "lenet5"), "")
+	for _, f := range []sdk.Frame{
+		{Width: 32, Height: 32, RGB: make([]byte, 32*32*3-1)},
+		{Width: 32, Height: 32, RGB: make([]byte, 32*32)},
+		{Width: 0, Height: 0},
+		{Width: -1, Height: -1, RGB: make([]byte, 3)},
+	} {
+		_, err := c.Infer(context.Background(), f)
+		if !errors.Is(err, sdk.ErrBadFrame) || !strings.Contains(err.Error(), "RGB bytes") {
+			t.Errorf("%dx%d frame of %d bytes: %v", f.Width, f.Height, len(f.RGB), err)
+		}
+	}
+	// The classifier still works after bad frames.
+	if out := infer(t, c, grayFrame(make([]byte, 32*32), 32, 32)); len(out.Top) != 5 {
+		t.Errorf("after bad frames: %+v", out)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	dir := modelDir(t, "lenet5")
+	for _, tc := range []struct{ options, want string }{
+		{`{"top_k": 0}`, "top_k is 0, must be 1..10"},
+		{`{"top_k": 11}`, "top_k is 11, must be 1..10"},
+		{`{"topk": 3}`, `unknown field "topk"`},
+		{`{"top_k": "3"}`, "top_k"},
+		{`{"min_score": 1.5}`, "min_score is 1.5, must be in [0, 1]"},
+		{`[1]`, "pipeline options"},
+	} {
+		c := newClassifier()
+		_, err := c.Load(context.Background(), sdk.LoadRequest{ModelDir: dir, Options: json.RawMessage(tc.options)})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("options %s: got %v, want an error containing %q", tc.options, err, tc.want)
+		}
+		if c.model != nil {
+			t.Errorf("options %s: model left loaded after a failed Load", tc.options)
+		}
+	}
+	for _, tc := range []struct {
+		options string
+		want    options
+	}{
+		{``, options{TopK: 5}},
+		{`null`, options{TopK: 5}},
+		{`{}`, options{TopK: 5}},
+		{`{"top_k": 10, "min_score": 0.25}`, options{TopK: 10, MinScore: 0.25}},
+	} {
+		c, _ := load(t, dir, tc.options)
+		if c.opts != tc.want {
+			t.Errorf("options %q: got %+v, want %+v", tc.options, c.opts, tc.want)
+		}
+	}
+}
+
+// min_score drops entries: a blank image is not a confident digit.
+func TestMinScoreDropsEntries(t *testing.T) {
+	c, _ := load(t, modelDir(t, "lenet5"), `{"top_k": 10, "min_score": 0.05}`)
+	out := infer(t, c, grayFrame(make([]byte, 32*32), 32, 32))
+	if len(out.Top) == 0 || len(out.Top) == 10 {
+		t.Fatalf("min_score 0.05 kept %d of 10 entries: %+v", len(out.Top), out)
+	}
+	for _, e := range out.Top {
+		if e.Score < 0.05 {
+			t.Errorf("entry %+v below min_score", e)
+		}
+	}
+}
+
+// Manifests the plugin cannot serve are refused at Load, naming why.
+func TestLoadRefusesOtherManifests(t *testing.T) {
+	lenet := modelDir(t, "lenet5")
+	edited := func(from, to string) string {
+		dir := filepath.Join(t.TempDir(), "1")
+		if err := os.CopyFS(dir, os.DirFS(lenet)); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, manifest.File)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(strings.Replace(string(b), from, to, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	for _, tc := range []struct{ name, dir, want string }{
+		{"embed model", modelDir(t, "facenet"), `task is "embed", this plugin serves "classify"`},
+		{"segment model", modelDir(t, "unet"), `task is "segment"`},
+		{"missing dir", filepath.Join(t.TempDir(), "none"), manifest.File},
+		{"invalid manifest", edited("channels = 1", "channels = 2"), "input.channels must be 1 or 3"},
+		{"letterbox", edited(`resize = "stretch"`, `resize = "letterbox"`), `input.resize "letterbox" is not supported for classify`},
+		{"manifest size differs from the signature", edited("height = 32", "height = 28"), "edgeinfer.toml says float32 [batch, 28, 32, 1]"},
+		{"more labels than outputs", edited(`"8", "9"]`, `"8", "9", "10"]`), "edgeinfer.toml says float32 [batch, 11]"},
+		{"unknown output", edited(`logits = "logits"`, `logits = "probs"`), `"probs"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClassifier()
+			_, err := c.Load(context.Background(), sdk.LoadRequest{ModelDir: tc.dir})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	dir := modelDir(t, "lenet5")
+	c := newClassifier()
+	if _, err := c.Infer(context.Background(), grayFrame(make([]byte, 32*32), 32, 32)); err == nil {
+		t.Error("Infer before Load succeeded")
+	}
+	req := sdk.LoadRequest{ModelDir: dir}
+	if _, err := c.Load(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Load(context.Background(), req); err == nil || !strings.Contains(err.Error(), "already loaded") {
+		t.Errorf("second Load: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := c.Infer(context.Background(), grayFrame(make([]byte, 32*32), 32, 32)); err == nil {
+		t.Error("Infer after Close succeeded")
+	}
+}
+
+func TestTopK(t *testing.T) {
+	labels := []string{"a", "b", "c", "d"}
+	got := topK([]float64{0.1, 0.4, 0.1, 0.4}, labels, false, 3, 0)
+	want := []entry{{"b", 1, 0.4}, {"d", 3, 0.4}, {"a", 0, 0.1}}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("entry %d: got %+v, want %+v (ties by index)", i, got[i], want[i])
+		}
+	}
+	if got := topK([]float64{0.1, 0.4, 0.1, 0.4}, labels, false, 4, 0.2); len(got) != 2 {
+		t.Errorf("min_score 0.2 kept %+v", got)
+	}
+	// Huge logits do not overflow the softmax.
+	got = topK([]float64{1000, 999, -1000, 1000}, labels, true, 4, 0)
+	e := math.Exp(-1)
+	for _, w := range []struct {
+		i int
+		p float64
+	}{{0, 1 / (2 + e)}, {3, 1 / (2 + e)}, {1, e / (2 + e)}, {2, 0}} {
+		var s float32 = -1
+		for _, g := range got {
+			if g.Index == w.i {
+				s = g.Score
+			}
+		}
+		if math.Abs(float64(s)-w.p) > 1e-7 {
+			t.Errorf("softmax of label %d = %v, want %v", w.i, s, w.p)
+		}
+	}
+}

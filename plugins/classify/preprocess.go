@@ -1,0 +1,83 @@
+package main
+
+import (
+	"math"
+	"slices"
+
+	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
+)
+
+// span is where one output row or column samples the source: between
+// positions lo and hi, at fraction frac from lo.
+type span struct {
+	lo, hi int
+	frac   float32
+}
+
+// bilinearSpans maps each of out positions to the source, as TensorFlow's
+// bilinear resize does without antialiasing (tf.image.resize's default):
+// half-pixel centres, source = (i + 0.5) * in / out - 0.5, clamped to the
+// edges, in float32.
+func bilinearSpans(in, out int) []span {
+	scale := float32(in) / float32(out)
+	s := make([]span, out)
+	for i := range s {
+		src := (float32(i)+0.5)*scale - 0.5
+		lo := int(math.Floor(float64(src)))
+		s[i] = span{lo: max(lo, 0), hi: min(lo+1, in-1), frac: src - float32(lo)}
+	}
+	return s
+}
+
+// resize returns the packed RGB frame (w x h) as float32 RGB values at
+// dw x dh, bilinearly interpolated like tf.image.resize(method="bilinear",
+// antialias=False). When the sizes match the values are the pixels
+// themselves. dst is reused when it is large enough.
+func resize(dst []float32, rgb []byte, w, h, dw, dh int) []float32 {
+	n := dw * dh * 3
+	dst = slices.Grow(dst[:0], n)[:n]
+	if w == dw && h == dh {
+		for i, p := range rgb {
+			dst[i] = float32(p)
+		}
+		return dst
+	}
+	xs, ys := bilinearSpans(w, dw), bilinearSpans(h, dh)
+	out := dst
+	for _, y := range ys {
+		top, bottom := rgb[y.lo*w*3:], rgb[y.hi*w*3:]
+		for _, x := range xs {
+			for c := range 3 {
+				tl, tr := float32(top[x.lo*3+c]), float32(top[x.hi*3+c])
+				bl, br := float32(bottom[x.lo*3+c]), float32(bottom[x.hi*3+c])
+				t := tl + (tr-tl)*x.frac
+				b := bl + (br-bl)*x.frac
+				out[c] = t + (b-t)*y.frac
+			}
+			out = out[3:]
+		}
+	}
+	return dst
+}
+
+// normalize writes the model input (NHWC, batch 1) from RGB values: gray
+// (luma) for one channel, RGB for three, then (v * scale - mean[c]) / std[c].
+func normalize(x, rgb []float32, in manifest.Input) {
+	norm := func(v float32, c int) float32 {
+		return float32((float64(v)*in.Scale - in.Mean[c]) / in.Std[c])
+	}
+	for i := range len(rgb) / 3 {
+		r, g, b := rgb[3*i], rgb[3*i+1], rgb[3*i+2]
+		if in.Channels == 1 {
+			x[i] = norm(luma(r, g, b), 0)
+			continue
+		}
+		x[3*i], x[3*i+1], x[3*i+2] = norm(r, 0), norm(g, 1), norm(b, 2)
+	}
+}
+
+// luma is ITU-R BT.601 luma, 0.299 R + 0.587 G + 0.114 B. It is computed in
+// float64 and rounded once, so a gray pixel (R = G = B) gives exactly its value.
+func luma(r, g, b float32) float32 {
+	return float32(0.299*float64(r) + 0.587*float64(g) + 0.114*float64(b))
+}

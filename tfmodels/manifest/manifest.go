@@ -1,0 +1,289 @@
+// Package manifest reads edgeinfer.toml, the file beside every exported model
+// version that says how to serve it: the task, the signature, the labels, how
+// a frame becomes the input tensor and which outputs mean what. The schema is
+// documented in tfmodels/zoo/README.md.
+//
+// It is pure Go and does not import tfmodels, so the daemon, which never
+// links TensorFlow, reads the same manifests as the task plugins.
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// File is the manifest's name inside a model version directory.
+const File = "edgeinfer.toml"
+
+// Tasks; each is served by its own plugin.
+const (
+	TaskClassify   = "classify"
+	TaskDetectYOLO = "detect_yolo"
+	TaskDetectRCNN = "detect_rcnn"
+	TaskSegment    = "segment"
+	TaskEmbed      = "embed"
+	TaskSiamese    = "siamese"
+	TaskVideo      = "video"
+)
+
+// Tasks lists every task in the order the README gives them.
+var Tasks = []string{TaskClassify, TaskDetectYOLO, TaskDetectRCNN, TaskSegment, TaskEmbed, TaskSiamese, TaskVideo}
+
+// Manifest is the content of edgeinfer.toml.
+type Manifest struct {
+	Task         string   `toml:"task"`         // one of Tasks
+	Architecture string   `toml:"architecture"` // free text
+	Variant      string   `toml:"variant"`      // tiny | full
+	Signature    string   `toml:"signature"`    // SavedModel signature key
+	Labels       []string `toml:"labels"`       // class names, index = class id
+	Input        Input    `toml:"input"`
+	Output       Output   `toml:"output"`
+}
+
+// Input says how a frame becomes the model's input tensor.
+type Input struct {
+	Key      string    `toml:"key"`      // signature input key of the image (or frames) tensor
+	Height   int       `toml:"height"`   // model input size; 0 when any size is accepted
+	Width    int       `toml:"width"`    //
+	Channels int       `toml:"channels"` // 1 gray, 3 RGB
+	Layout   string    `toml:"layout"`   // NHWC
+	DType    string    `toml:"dtype"`    // float32
+	Resize   string    `toml:"resize"`   // stretch | letterbox
+	Scale    float64   `toml:"scale"`    // model value = (pixel * scale - mean[c]) / std[c]
+	Mean     []float64 `toml:"mean"`     // one per channel
+	Std      []float64 `toml:"std"`      // one per channel
+
+	PairKey    string `toml:"pair_key"`    // siamese: the second image of the pair
+	Frames     int    `toml:"frames"`      // video: clip length N
+	LengthsKey string `toml:"lengths_key"` // video: number of valid frames per clip
+}
+
+// Output names the signature outputs, per task.
+type Output struct {
+	// classify, segment, video
+	Logits  string `toml:"logits"`
+	Softmax bool   `toml:"softmax"` // true: logits still need a softmax
+
+	// embed, siamese
+	Embedding     string `toml:"embedding"`
+	PairEmbedding string `toml:"pair_embedding"` // siamese
+	Distance      string `toml:"distance"`       // siamese
+	Dim           int    `toml:"dim"`
+
+	// detect_yolo
+	Grids       []string  `toml:"grids"`        // raw grid per stride
+	Strides     []int     `toml:"strides"`      //
+	Anchors     []float64 `toml:"anchors"`      // flat w0, h0, w1, h1, ... in input pixels
+	AnchorMasks []int     `toml:"anchor_masks"` // grid i uses anchors AnchorMasks[3i .. 3i+2]
+
+	// detect_rcnn
+	Boxes         string `toml:"boxes"`
+	Scores        string `toml:"scores"`
+	Classes       string `toml:"classes"`
+	NumDetections string `toml:"num_detections"`
+	Masks         string `toml:"masks"`        // mask_rcnn only
+	LabelOffset   int    `toml:"label_offset"` // label = labels[class - label_offset]
+}
+
+// Read decodes <dir>/edgeinfer.toml. A key the schema does not know is an
+// error, so a typo is not silently ignored. Read does not Validate.
+func Read(dir string) (Manifest, error) {
+	var m Manifest
+	path := filepath.Join(dir, File)
+	md, err := toml.DecodeFile(path, &m)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		what := "key"
+		if len(keys) > 1 {
+			what = "keys"
+		}
+		return Manifest{}, fmt.Errorf("%s: unknown %s %s", path, what, strings.Join(keys, ", "))
+	}
+	return m, nil
+}
+
+// Validate checks the manifest against the schema and returns every problem
+// found, each naming its field, joined into one error.
+func (m Manifest) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	known := false
+	for _, t := range Tasks {
+		known = known || m.Task == t
+	}
+	if !known {
+		bad("task %q is not one of %s", m.Task, strings.Join(Tasks, ", "))
+	}
+	if m.Variant != "" && m.Variant != "tiny" && m.Variant != "full" {
+		bad("variant %q is not tiny or full", m.Variant)
+	}
+	if m.Signature == "" {
+		bad("signature is required")
+	}
+	switch m.Task {
+	case TaskClassify, TaskDetectYOLO, TaskDetectRCNN, TaskSegment, TaskVideo:
+		if len(m.Labels) == 0 {
+			bad("labels are required for task %q", m.Task)
+		}
+	}
+	for i, l := range m.Labels {
+		if l == "" {
+			bad("labels[%d] is empty", i)
+		}
+	}
+	errs = append(errs, m.Input.validate(m.Task)...)
+	errs = append(errs, m.Output.validate(m.Task)...)
+	return errors.Join(errs...)
+}
+
+func (in Input) validate(task string) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if in.Key == "" {
+		bad("input.key is required")
+	}
+	if in.Height < 0 {
+		bad("input.height must be >= 0 (0: any size), got %d", in.Height)
+	}
+	if in.Width < 0 {
+		bad("input.width must be >= 0 (0: any size), got %d", in.Width)
+	}
+	if (in.Height == 0) != (in.Width == 0) {
+		bad("input.height is %d and input.width %d: either both are 0 (any size) or both > 0", in.Height, in.Width)
+	}
+	if in.Channels != 1 && in.Channels != 3 {
+		bad("input.channels must be 1 or 3, got %d", in.Channels)
+	}
+	if in.Layout != "NHWC" {
+		bad("input.layout %q is not NHWC", in.Layout)
+	}
+	if in.DType != "float32" {
+		bad("input.dtype %q is not float32", in.DType)
+	}
+	switch in.Resize {
+	case "stretch":
+	case "letterbox":
+		if in.Height == 0 {
+			bad(`input.resize "letterbox" needs input.height and input.width > 0`)
+		}
+	default:
+		bad("input.resize %q is not stretch or letterbox", in.Resize)
+	}
+	if !(in.Scale > 0) || math.IsInf(in.Scale, 0) {
+		bad("input.scale must be > 0, got %g", in.Scale)
+	}
+	if len(in.Mean) != in.Channels {
+		bad("input.mean has %d values, input.channels is %d", len(in.Mean), in.Channels)
+	}
+	if len(in.Std) != in.Channels {
+		bad("input.std has %d values, input.channels is %d", len(in.Std), in.Channels)
+	}
+	for i, s := range in.Std {
+		if !(s > 0) || math.IsInf(s, 0) {
+			bad("input.std[%d] must be > 0, got %g", i, s)
+		}
+	}
+	for i, v := range in.Mean {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			bad("input.mean[%d] must be finite, got %g", i, v)
+		}
+	}
+	if task == TaskSiamese && in.PairKey == "" {
+		bad("input.pair_key is required for task siamese")
+	}
+	if task == TaskVideo {
+		if in.Frames <= 0 {
+			bad("input.frames must be > 0 for task video, got %d", in.Frames)
+		}
+		if in.LengthsKey == "" {
+			bad("input.lengths_key is required for task video")
+		}
+	}
+	return errs
+}
+
+func (out Output) validate(task string) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	need := func(field, value string) {
+		if value == "" {
+			bad("output.%s is required for task %s", field, task)
+		}
+	}
+	needDim := func() {
+		if out.Dim <= 0 {
+			bad("output.dim must be > 0 for task %s, got %d", task, out.Dim)
+		}
+	}
+
+	switch task {
+	case TaskClassify, TaskSegment, TaskVideo:
+		need("logits", out.Logits)
+	case TaskEmbed:
+		need("embedding", out.Embedding)
+		needDim()
+	case TaskSiamese:
+		need("distance", out.Distance)
+		need("embedding", out.Embedding)
+		need("pair_embedding", out.PairEmbedding)
+		needDim()
+	case TaskDetectRCNN:
+		need("boxes", out.Boxes)
+		need("scores", out.Scores)
+		need("classes", out.Classes)
+		need("num_detections", out.NumDetections)
+		if out.LabelOffset < 0 {
+			bad("output.label_offset must be >= 0, got %d", out.LabelOffset)
+		}
+	case TaskDetectYOLO:
+		errs = append(errs, out.validateYOLO()...)
+	}
+	return errs
+}
+
+func (out Output) validateYOLO() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if len(out.Grids) == 0 {
+		bad("output.grids is required for task detect_yolo")
+	}
+	if len(out.Strides) != len(out.Grids) {
+		bad("output.strides has %d values, output.grids %d", len(out.Strides), len(out.Grids))
+	}
+	for i, s := range out.Strides {
+		if s <= 0 {
+			bad("output.strides[%d] must be > 0, got %d", i, s)
+		}
+	}
+	if len(out.Anchors) == 0 || len(out.Anchors)%2 != 0 {
+		bad("output.anchors must hold (w, h) pairs, got %d values", len(out.Anchors))
+	}
+	for i, a := range out.Anchors {
+		if !(a > 0) || math.IsInf(a, 0) {
+			bad("output.anchors[%d] must be > 0, got %g", i, a)
+		}
+	}
+	if len(out.Grids) > 0 && (len(out.AnchorMasks) == 0 || len(out.AnchorMasks)%len(out.Grids) != 0) {
+		bad("output.anchor_masks has %d values, not the same number for each of the %d grids", len(out.AnchorMasks), len(out.Grids))
+	}
+	for i, a := range out.AnchorMasks {
+		if a < 0 || a >= len(out.Anchors)/2 {
+			bad("output.anchor_masks[%d] is %d, output.anchors holds %d anchors", i, a, len(out.Anchors)/2)
+		}
+	}
+	return errs
+}
