@@ -24,10 +24,17 @@ export CGO_ENABLED := 1
 # TensorFlow's C++ logging: errors only, so test and benchmark output stays readable.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: build deps models models-full test test-go test-py bench bench-tf run clean
+.PHONY: build deps sysdeps models models-full test test-go test-py bench bench-tf bench-plugin run watch proto clean
 
-## deps: the venv with pinned Python packages and the TensorFlow pkg-config file (idempotent).
-deps: $(PC)
+## deps: the venv with pinned Python packages, the TensorFlow pkg-config file
+## and the Debian packages the tests use (idempotent).
+deps: $(PC) sysdeps
+
+## sysdeps: Mosquitto (the tests' broker) and ffmpeg (the ffmpeg sensor), from Debian.
+sysdeps:
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto && command -v ffmpeg >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends mosquitto ffmpeg; }
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,9 +44,11 @@ $(VENV)/.installed: requirements.txt
 $(PC): $(VENV)/.installed scripts/tensorflow-pc.sh
 	scripts/tensorflow-pc.sh $(PY) $@
 
-## build: every Go binary.
+## build: every Go package, and the daemon and plugin binaries in bin/.
 build: deps
 	go build ./...
+	go build -o $(BIN)/edgeinferd ./daemon/cmd/edgeinferd
+	go build -o $(BIN)/edgeinfer-classify ./plugins/classify
 
 ## models: the tiny zoo exported into $(MODELS)/ with golden files (what the tests use).
 models: $(MODELS)/.tiny
@@ -59,8 +68,8 @@ $(MODELS)-full/.full: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
 ## test: every test, Go and Python.
 test: test-go test-py
 
-test-go: deps models tfmodels/testdata/.fixtures
-	EDGEINFER_MODELS=$(CURDIR)/$(MODELS) go test -count=1 ./...
+test-go: build models tfmodels/testdata/.fixtures run/inbox
+	EDGEINFER_MODELS=$(CURDIR)/$(MODELS) go test -count=1 -timeout 30m ./...
 
 test-py: deps
 	$(PY) -m pytest -q tfmodels/zoo
@@ -70,17 +79,38 @@ tfmodels/testdata/.fixtures: $(VENV)/.installed tfmodels/testdata/make_fixtures.
 	touch $@
 
 ## bench: every benchmark.
-bench: bench-tf
+bench: bench-tf bench-plugin
+
+## bench-plugin: the daemon -> plugin -> daemon round trip of a 640x480 frame, no inference.
+bench-plugin: deps
+	go run ./bench/plugin $(BENCH_PLUGIN_FLAGS)
 
 ## bench-tf: tfmodels vs Python TensorFlow on the same signatures (see BENCHMARKS.md).
 bench-tf: deps models models-full
 	go run ./bench/tf -models $(MODELS) -models-full $(MODELS)-full -python $(PY) $(BENCH_TF_FLAGS)
 
-## run: build everything and run on the demo config. Until the daemon lands
-## (issue "The daemon end to end") this exports the demo model repository and
-## runs every model in it through the C API against Python's golden outputs.
-run: build models
-	go run ./tfmodels/cmd/tfmodels check $(MODELS)
+## run: build everything, export the demo models and run edgeinferd on
+## config.toml with the embedded broker, over the sample digits. Watch with
+## `make watch` (or bin/edgeinferd watch) in another terminal.
+run: build models run/inbox
+	cp testdata/digits/*.png run/inbox/
+	$(BIN)/edgeinferd -config config.toml
+
+run/inbox:
+	mkdir -p $@
+
+## watch: print what the demo daemon publishes.
+watch:
+	go run ./daemon/cmd/edgeinferd watch -config config.toml
+
+## proto: regenerate plugins/sdk/taskpb from plugins/sdk/proto/task.proto
+## (needs protoc; the generated code is committed).
+proto:
+	GOBIN=$(CURDIR)/build/gobin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	GOBIN=$(CURDIR)/build/gobin go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
+	cd plugins/sdk && PATH=$(CURDIR)/build/gobin:$$PATH protoc -I proto \
+	  --go_out=. --go_opt=module=github.com/edgeinfer/edgeinfer/plugins/sdk \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/edgeinfer/edgeinfer/plugins/sdk proto/task.proto
 
 clean:
-	rm -rf $(BIN) build $(MODELS) $(MODELS)-full tfmodels/testdata/fixtures tfmodels/testdata/.fixtures
+	rm -rf $(BIN) run build $(MODELS) $(MODELS)-full tfmodels/testdata/fixtures tfmodels/testdata/.fixtures

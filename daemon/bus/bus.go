@@ -1,0 +1,176 @@
+// Package bus is edgeinferd's MQTT connection (eclipse/paho.mqtt.golang):
+// publishing results, events and retained state, subscribing to input
+// topics, the last will, TLS and authentication, and reconnecting by itself.
+// Subscriptions are remembered and made again after every reconnect.
+package bus
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Options for Connect.
+type Options struct {
+	Broker         string // tcp://host:port, ssl://..., ws://...
+	ClientID       string
+	Username       string
+	Password       string
+	CAFile         string
+	CertFile       string
+	KeyFile        string
+	Insecure       bool // skip TLS verification (testing only)
+	Keepalive      time.Duration
+	ConnectTimeout time.Duration // how long Connect waits for the first connection
+	QoS            byte          // for publishes and subscriptions
+	// Will is published by the broker if the connection is lost (retained).
+	WillTopic, WillPayload string
+	// OnConnect runs after every (re)connection, after subscriptions are
+	// renewed: publish the retained state there.
+	OnConnect func()
+	Logger    *slog.Logger
+}
+
+// Bus is a connected MQTT client.
+type Bus struct {
+	client paho.Client
+	qos    byte
+	log    *slog.Logger
+
+	mu   sync.Mutex
+	subs map[string]paho.MessageHandler
+}
+
+// Connect connects to the broker, waiting at most opts.ConnectTimeout for
+// the first connection. After that the client reconnects by itself.
+func Connect(opts Options) (*Bus, error) {
+	b := &Bus{qos: opts.QoS, log: opts.Logger, subs: map[string]paho.MessageHandler{}}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	o := paho.NewClientOptions().
+		AddBroker(opts.Broker).
+		SetClientID(opts.ClientID).
+		SetKeepAlive(opts.Keepalive).
+		SetConnectTimeout(opts.ConnectTimeout).
+		SetAutoReconnect(true).
+		SetMaxReconnectInterval(30 * time.Second).
+		SetCleanSession(true).
+		SetOrderMatters(true).
+		SetWriteTimeout(30 * time.Second)
+	if opts.Username != "" {
+		o.SetUsername(opts.Username).SetPassword(opts.Password)
+	}
+	if strings.HasPrefix(opts.Broker, "ssl") || strings.HasPrefix(opts.Broker, "tls") ||
+		strings.HasPrefix(opts.Broker, "mqtts") || strings.HasPrefix(opts.Broker, "wss") || opts.CAFile != "" || opts.CertFile != "" {
+		tc, err := tlsConfig(opts)
+		if err != nil {
+			return nil, err
+		}
+		o.SetTLSConfig(tc)
+	}
+	if opts.WillTopic != "" {
+		o.SetBinaryWill(opts.WillTopic, []byte(opts.WillPayload), opts.QoS, true)
+	}
+	o.SetOnConnectHandler(func(paho.Client) {
+		b.log.Info("mqtt connected", "broker", opts.Broker)
+		b.resubscribe()
+		if opts.OnConnect != nil {
+			opts.OnConnect()
+		}
+	})
+	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		b.log.Warn("mqtt connection lost; reconnecting", "broker", opts.Broker, "err", err)
+	})
+	b.client = paho.NewClient(o)
+	tok := b.client.Connect()
+	if !tok.WaitTimeout(opts.ConnectTimeout + time.Second) {
+		b.client.Disconnect(0)
+		return nil, fmt.Errorf("mqtt %s: no connection within %s", opts.Broker, opts.ConnectTimeout)
+	}
+	if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("mqtt %s: %w", opts.Broker, err)
+	}
+	return b, nil
+}
+
+func tlsConfig(opts Options) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.Insecure}
+	if opts.CAFile != "" {
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("mqtt ca_file %s: no PEM certificate in it", opts.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if opts.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// Publish sends payload without waiting; a failure is logged.
+func (b *Bus) Publish(topic string, retain bool, payload []byte) {
+	tok := b.client.Publish(topic, b.qos, retain, payload)
+	go func() {
+		if tok.WaitTimeout(time.Minute) && tok.Error() != nil {
+			b.log.Warn("mqtt publish failed", "topic", topic, "err", tok.Error())
+		}
+	}()
+}
+
+// PublishWait sends payload and waits until the broker has it (for QoS 1
+// and 2) or timeout passes.
+func (b *Bus) PublishWait(topic string, retain bool, payload []byte, timeout time.Duration) error {
+	tok := b.client.Publish(topic, b.qos, retain, payload)
+	if !tok.WaitTimeout(timeout) {
+		return fmt.Errorf("mqtt publish %s: no acknowledgement within %s", topic, timeout)
+	}
+	return tok.Error()
+}
+
+// Subscribe subscribes to topic now and after every reconnect. handler runs
+// on the client's goroutine, in order; it may block, which holds back the
+// next messages (back-pressure for lossless inputs).
+func (b *Bus) Subscribe(topic string, handler func(topic string, payload []byte)) error {
+	h := func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload()) }
+	b.mu.Lock()
+	b.subs[topic] = h
+	b.mu.Unlock()
+	tok := b.client.Subscribe(topic, b.qos, h)
+	if !tok.WaitTimeout(10 * time.Second) {
+		return fmt.Errorf("mqtt subscribe %s: no answer within 10s", topic)
+	}
+	return tok.Error()
+}
+
+func (b *Bus) resubscribe() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for topic, h := range b.subs {
+		// Not waited for: this runs on paho's connect goroutine.
+		b.client.Subscribe(topic, b.qos, h)
+	}
+}
+
+// Close disconnects cleanly, waiting up to quiesce for pending work. The
+// broker does not publish the will after a clean disconnect: publish the
+// final status first.
+func (b *Bus) Close(quiesce time.Duration) {
+	b.client.Disconnect(uint(quiesce.Milliseconds()))
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgeinfer/edgeinfer/daemon"
+	"github.com/edgeinfer/edgeinfer/daemon/config"
+)
+
+// watch subscribes to everything the daemon publishes and prints one
+// readable line per message.
+func watch(args []string) int {
+	fs := flag.NewFlagSet("edgeinferd watch", flag.ExitOnError)
+	path := fs.String("config", "config.toml", "the daemon's config file (broker and prefix are read from it)")
+	broker := fs.String("broker", "", "broker URL (default: from the config)")
+	prefix := fs.String("prefix", "", "topic prefix (default: from the config)")
+	raw := fs.Bool("json", false, "print payloads as they are")
+	fs.Parse(args)
+	if *broker == "" || *prefix == "" {
+		cfg, err := config.Load(*path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		if *broker == "" {
+			*broker = cfg.MQTT.Broker
+			if *broker == "embedded" {
+				*broker = "tcp://" + cfg.MQTT.Listen
+			}
+		}
+		if *prefix == "" {
+			*prefix = cfg.MQTT.Prefix
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	opts := paho.NewClientOptions().AddBroker(*broker).SetClientID(fmt.Sprintf("edgeinferd-watch-%d", os.Getpid())).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second)
+	opts.SetOnConnectHandler(func(c paho.Client) {
+		fmt.Printf("watching %s/# on %s\n", *prefix, *broker)
+		c.Subscribe(*prefix+"/#", 1, func(_ paho.Client, m paho.Message) {
+			topic := strings.TrimPrefix(m.Topic(), *prefix+"/")
+			if *raw {
+				fmt.Printf("%s %s\n", topic, m.Payload())
+				return
+			}
+			fmt.Println(describe(topic, m.Payload()))
+		})
+	})
+	c := paho.NewClient(opts)
+	c.Connect()
+	<-ctx.Done()
+	c.Disconnect(250)
+	return 0
+}
+
+// describe renders one message for a person.
+func describe(topic string, payload []byte) string {
+	now := time.Now().Format("15:04:05.000")
+	switch {
+	case strings.HasSuffix(topic, "/result"):
+		var r daemon.Result
+		if json.Unmarshal(payload, &r) != nil {
+			break
+		}
+		return fmt.Sprintf("%s %-12s #%-5d %-40s -> %s  [%.1f ms, model %s v%s]", now, r.Pipeline, r.Seq, r.Source,
+			summarize(r.Output), r.Timings.Total, r.Model.Name, r.Model.Version)
+	case topic == "events":
+		var e daemon.Event
+		if json.Unmarshal(payload, &e) != nil {
+			break
+		}
+		return fmt.Sprintf("%s EVENT %s: %s", now, e.Type, e.Message)
+	case strings.HasPrefix(topic, "models/"):
+		var st daemon.ModelState
+		if json.Unmarshal(payload, &st) != nil {
+			break
+		}
+		line := fmt.Sprintf("%s MODEL %s v%s %s", now, st.Model, st.Version, st.State)
+		if st.Error != "" {
+			line += ": " + st.Error
+		}
+		return line
+	case topic == "stats":
+		var st daemon.Stats
+		if json.Unmarshal(payload, &st) != nil {
+			break
+		}
+		var parts []string
+		for name, p := range st.Pipelines {
+			parts = append(parts, fmt.Sprintf("%s %d results p50 %.1f ms p99 %.1f ms", name, p.Results, p.P50MS, p.P99MS))
+		}
+		return fmt.Sprintf("%s STATS %s", now, strings.Join(parts, "; "))
+	}
+	return fmt.Sprintf("%s %s %s", now, topic, payload)
+}
+
+// summarize prints a task's output compactly: labels with scores for a
+// classifier, the JSON otherwise.
+func summarize(out json.RawMessage) string {
+	var c struct {
+		Top []struct {
+			Label string  `json:"label"`
+			Score float64 `json:"score"`
+		} `json:"top"`
+	}
+	if json.Unmarshal(out, &c) == nil && len(c.Top) > 0 {
+		var parts []string
+		for _, t := range c.Top {
+			parts = append(parts, fmt.Sprintf("%s %.2f", t.Label, t.Score))
+		}
+		return strings.Join(parts, ", ")
+	}
+	return string(out)
+}

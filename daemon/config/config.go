@@ -1,0 +1,465 @@
+// Package config reads and checks edgeinferd's config.toml. Every error names
+// the file, the line and the key ("config.toml:14: pipelines.digits.sensor:
+// sensor "cam" is not defined; defined: inbox"); unknown keys and wrong types
+// are errors, never silently ignored. Sensor tables are decoded by their
+// kind's own Factory (see sensors.Register), so a sensor's options are
+// checked by the code that uses them.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/edgeinfer/edgeinfer/sensors"
+)
+
+// Config is a checked config.toml.
+type Config struct {
+	Device    string `toml:"device"`
+	PluginDir string `toml:"plugin_dir"`
+	Log       Log    `toml:"log"`
+	Models    Models `toml:"models"`
+	MQTT      MQTT   `toml:"mqtt"`
+	Limits    Limits `toml:"limits"`
+	// StatsInterval is how often <prefix>/stats is published (default 10s).
+	StatsInterval Duration            `toml:"stats_interval"`
+	Sensors       map[string]Sensor   `toml:"-"`
+	Pipelines     map[string]Pipeline `toml:"-"`
+
+	// Warnings are legal but probably unintended settings (a sensor that
+	// feeds no pipeline); the daemon logs them.
+	Warnings []string `toml:"-"`
+
+	file  string
+	lines map[string]int
+	md    toml.MetaData
+}
+
+// Log configures log/slog.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info (default), warn, error
+	Format string `toml:"format"` // text (default) or json
+	// Results logs one line per result at info level (make run's demo).
+	Results bool `toml:"results"`
+}
+
+// Models configures the model repository.
+type Models struct {
+	Repository string `toml:"repository"` // <name>/<version>/saved_model.pb
+	Threads    int    `toml:"threads"`    // TensorFlow intra-op threads per plugin; 0 = TensorFlow's choice
+}
+
+// MQTT configures the connection and the topics.
+type MQTT struct {
+	Broker             string   `toml:"broker"` // "embedded" or tcp://, ssl://, ws://, wss:// URL
+	Listen             string   `toml:"listen"` // embedded broker address
+	Prefix             string   `toml:"prefix"` // default edgeinfer/<device>
+	ClientID           string   `toml:"client_id"`
+	QoS                int      `toml:"qos"`
+	RetainResults      bool     `toml:"retain_results"`
+	Keepalive          Duration `toml:"keepalive"`
+	ConnectTimeout     Duration `toml:"connect_timeout"`
+	Username           string   `toml:"username"`
+	Password           string   `toml:"password"`
+	PasswordFile       string   `toml:"password_file"`
+	CAFile             string   `toml:"ca_file"`
+	CertFile           string   `toml:"cert_file"`
+	KeyFile            string   `toml:"key_file"`
+	InsecureSkipVerify bool     `toml:"insecure_skip_verify"`
+}
+
+// Limits bound what sensors accept (see sensors.Limits).
+type Limits struct {
+	MaxBytes  int `toml:"max_bytes"`
+	MaxPixels int `toml:"max_pixels"`
+	MinSide   int `toml:"min_side"`
+}
+
+// Sensor is one [sensors.<name>] table: its kind; the rest is the kind's.
+type Sensor struct {
+	Kind string `toml:"kind"`
+	prim toml.Primitive
+}
+
+// Pipeline binds one sensor to one model.
+type Pipeline struct {
+	Sensor  string         `toml:"sensor"`
+	Model   string         `toml:"model"`
+	Queue   int            `toml:"queue"`   // frames waiting for a lossless pipeline (default 8)
+	Retries int            `toml:"retries"` // restarts of a crashed plugin for one frame (default 3)
+	Options map[string]any `toml:"options"` // the task's options, passed to the plugin
+}
+
+// Duration is a time.Duration written as "500ms", "30s".
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (use e.g. \"500ms\", \"30s\")", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// Load reads and checks a config file.
+func Load(path string) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, string(src))
+}
+
+// Parse checks config text; path is used in messages and nothing else.
+func Parse(path, src string) (*Config, error) {
+	c := &Config{file: path, lines: keyLines(src)}
+	var raw struct {
+		Config
+		Sensors   map[string]toml.Primitive `toml:"sensors"`
+		Pipelines map[string]Pipeline       `toml:"pipelines"`
+	}
+	md, err := toml.Decode(src, &raw)
+	if err != nil {
+		return nil, c.typeErr(err)
+	}
+	*c = raw.Config
+	c.file, c.lines, c.md = path, keyLines(src), md
+	c.Pipelines = raw.Pipelines
+	c.Sensors = map[string]Sensor{}
+	for name, prim := range raw.Sensors {
+		s := Sensor{prim: prim}
+		var k struct {
+			Kind string `toml:"kind"`
+		}
+		if err := md.PrimitiveDecode(prim, &k); err != nil {
+			return nil, c.typeErr(err)
+		}
+		s.Kind = k.Kind
+		c.Sensors[name] = s
+	}
+	c.defaults()
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	if err := c.checkUndecoded(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// File is the path the config was read from.
+func (c *Config) File() string { return c.file }
+
+// errf makes an error naming the file, the line of key and the key.
+func (c *Config) errf(key, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if n := lineOf(c.lines, key); n > 0 {
+		return fmt.Errorf("%s:%d: %s: %s", c.file, n, key, msg)
+	}
+	return fmt.Errorf("%s: %s: %s", c.file, key, msg)
+}
+
+// typeErr rewrites a syntax or type error of BurntSushi/toml in the
+// file:line: key: message form.
+func (c *Config) typeErr(err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		if pe.LastKey != "" && lineOf(c.lines, pe.LastKey) == pe.Position.Line {
+			return fmt.Errorf("%s:%d: %s: %s", c.file, pe.Position.Line, pe.LastKey, pe.Message)
+		}
+		return fmt.Errorf("%s:%d: %s", c.file, pe.Position.Line, pe.Message)
+	}
+	if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Errorf("%s:%s: %s: %s", c.file, m[1], m[2], m[3])
+	}
+	return fmt.Errorf("%s: %s", c.file, strings.TrimPrefix(err.Error(), "toml: "))
+}
+
+// typeErrRE matches BurntSushi/toml's type errors, which are not ParseErrors.
+var typeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): (.*)$`)
+
+func (c *Config) defaults() {
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.StatsInterval.Duration == 0 {
+		c.StatsInterval.Duration = 10 * time.Second
+	}
+	if c.Models.Repository == "" {
+		c.Models.Repository = "models"
+	}
+	if c.PluginDir == "" {
+		if exe, err := os.Executable(); err == nil {
+			c.PluginDir = filepath.Dir(exe)
+		}
+	}
+	m := &c.MQTT
+	if m.Broker == "" {
+		m.Broker = "embedded"
+	}
+	if m.Listen == "" {
+		m.Listen = "127.0.0.1:1883"
+	}
+	if m.Prefix == "" {
+		m.Prefix = "edgeinfer/" + c.Device
+	}
+	if m.ClientID == "" {
+		m.ClientID = "edgeinferd-" + c.Device
+	}
+	if !c.md.IsDefined("mqtt", "qos") {
+		m.QoS = 1
+	}
+	if m.Keepalive.Duration == 0 {
+		m.Keepalive.Duration = 30 * time.Second
+	}
+	if m.ConnectTimeout.Duration == 0 {
+		m.ConnectTimeout.Duration = 10 * time.Second
+	}
+	d := sensors.DefaultLimits
+	if c.Limits.MaxBytes == 0 {
+		c.Limits.MaxBytes = d.MaxBytes
+	}
+	if c.Limits.MaxPixels == 0 {
+		c.Limits.MaxPixels = d.MaxPixels
+	}
+	if !c.md.IsDefined("limits", "min_side") {
+		c.Limits.MinSide = d.MinSide
+	}
+	for name, p := range c.Pipelines {
+		if p.Queue == 0 {
+			p.Queue = 8
+		}
+		if !c.md.IsDefined("pipelines", name, "retries") {
+			p.Retries = 3
+		}
+		c.Pipelines[name] = p
+	}
+}
+
+func (c *Config) check() error {
+	if c.Device == "" {
+		return c.errf("device", "required (a name for this device, used in topics)")
+	}
+	if !nameRE.MatchString(c.Device) {
+		return c.errf("device", "%q may only hold letters, digits, '-' and '_'", c.Device)
+	}
+	if err := c.checkLog(); err != nil {
+		return err
+	}
+	if err := c.checkMQTT(); err != nil {
+		return err
+	}
+	if st, err := os.Stat(c.Models.Repository); err != nil || !st.IsDir() {
+		return c.errf("models.repository", "%q is not a directory", c.Models.Repository)
+	}
+	if c.StatsInterval.Duration < 0 {
+		return c.errf("stats_interval", "must be > 0, got %s", c.StatsInterval)
+	}
+	if c.Models.Threads < 0 {
+		return c.errf("models.threads", "must be >= 0, got %d", c.Models.Threads)
+	}
+	if st, err := os.Stat(c.PluginDir); err != nil || !st.IsDir() {
+		return c.errf("plugin_dir", "%q is not a directory", c.PluginDir)
+	}
+	for key, v := range map[string]int{"limits.max_bytes": c.Limits.MaxBytes, "limits.max_pixels": c.Limits.MaxPixels, "limits.min_side": c.Limits.MinSide} {
+		if v < 0 || v == 0 && key != "limits.min_side" {
+			return c.errf(key, "must be > 0, got %d", v)
+		}
+	}
+	if err := c.checkSensors(); err != nil {
+		return err
+	}
+	return c.checkPipelines()
+}
+
+func (c *Config) checkLog() error {
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return c.errf("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return c.errf("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	return nil
+}
+
+func (c *Config) checkMQTT() error {
+	m := c.MQTT
+	if m.Broker == "embedded" {
+		if _, _, err := net.SplitHostPort(m.Listen); err != nil {
+			return c.errf("mqtt.listen", "%q is not host:port", m.Listen)
+		}
+	} else {
+		u, err := url.Parse(m.Broker)
+		if err != nil || u.Host == "" {
+			return c.errf("mqtt.broker", "%q is neither \"embedded\" nor a broker URL such as tcp://host:1883", m.Broker)
+		}
+		switch u.Scheme {
+		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+		default:
+			return c.errf("mqtt.broker", "scheme %q is not one of tcp, mqtt, ssl, tls, mqtts, ws, wss", u.Scheme)
+		}
+	}
+	if m.Prefix == "" || strings.ContainsAny(m.Prefix, "+#") || strings.HasPrefix(m.Prefix, "/") || strings.HasSuffix(m.Prefix, "/") {
+		return c.errf("mqtt.prefix", "%q must be a topic without wildcards or leading/trailing '/'", m.Prefix)
+	}
+	if m.QoS < 0 || m.QoS > 2 {
+		return c.errf("mqtt.qos", "must be 0, 1 or 2, got %d", m.QoS)
+	}
+	if m.Keepalive.Duration < time.Second {
+		return c.errf("mqtt.keepalive", "must be at least 1s, got %s", m.Keepalive)
+	}
+	if (m.CertFile == "") != (m.KeyFile == "") {
+		return c.errf("mqtt.cert_file", "cert_file and key_file go together")
+	}
+	if m.Password != "" && m.PasswordFile != "" {
+		return c.errf("mqtt.password_file", "set password or password_file, not both")
+	}
+	for key, f := range map[string]string{"mqtt.ca_file": m.CAFile, "mqtt.cert_file": m.CertFile, "mqtt.key_file": m.KeyFile, "mqtt.password_file": m.PasswordFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			return c.errf(key, "%v", err)
+		}
+	}
+	return nil
+}
+
+func (c *Config) checkSensors() error {
+	for _, name := range sortedKeys(c.Sensors) {
+		s := c.Sensors[name]
+		key := "sensors." + name
+		if !nameRE.MatchString(name) {
+			return c.errf(key, "sensor name %q may only hold letters, digits, '-' and '_'", name)
+		}
+		if s.Kind == "" {
+			return c.errf(key, "kind is required; one of %s", strings.Join(sensors.Kinds(), ", "))
+		}
+		if _, err := c.NewSensor(name, sensors.Env{Name: name, Prefix: c.MQTT.Prefix}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewSensor builds the sensor called name from its table with env; the
+// daemon calls it once it is connected (env.Subscribe needs the broker).
+func (c *Config) NewSensor(name string, env sensors.Env) (sensors.Sensor, error) {
+	s, ok := c.Sensors[name]
+	key := "sensors." + name
+	if !ok {
+		return nil, c.errf(key, "not defined")
+	}
+	kind, ok := sensors.Lookup(s.Kind)
+	if !ok {
+		return nil, c.errf(key+".kind", "unknown sensor kind %q; one of %s", s.Kind, strings.Join(sensors.Kinds(), ", "))
+	}
+	env.Limits = sensors.Limits{MaxBytes: c.Limits.MaxBytes, MaxPixels: c.Limits.MaxPixels, MinSide: c.Limits.MinSide}
+	if env.Subscribe == nil {
+		env.Subscribe = func(string, func(string, []byte)) error { return errors.New("not connected") }
+	}
+	decode := func(v any) error {
+		if err := c.md.PrimitiveDecode(s.prim, v); err != nil {
+			return c.typeErr(err)
+		}
+		return nil
+	}
+	sensor, err := kind.New(env, decode)
+	if err != nil {
+		if strings.HasPrefix(err.Error(), c.file+":") {
+			return nil, err
+		}
+		// The kind names the option first ("fps must be > 0"): point at it.
+		opt, _, _ := strings.Cut(err.Error(), " ")
+		opt = strings.TrimSuffix(opt, ":")
+		if n, ok := c.lines[key+"."+opt]; ok {
+			return nil, fmt.Errorf("%s:%d: %s: %w", c.file, n, key, err)
+		}
+		return nil, fmt.Errorf("%s:%d: %s: %w", c.file, lineOf(c.lines, key), key, err)
+	}
+	return sensor, nil
+}
+
+func (c *Config) checkPipelines() error {
+	if len(c.Pipelines) == 0 {
+		return fmt.Errorf("%s: no [pipelines.<name>] table: nothing would run", c.file)
+	}
+	used := map[string]bool{}
+	for _, name := range sortedKeys(c.Pipelines) {
+		p := c.Pipelines[name]
+		key := "pipelines." + name
+		if !nameRE.MatchString(name) {
+			return c.errf(key, "pipeline name %q may only hold letters, digits, '-' and '_'", name)
+		}
+		if p.Sensor == "" {
+			return c.errf(key+".sensor", "required")
+		}
+		if _, ok := c.Sensors[p.Sensor]; !ok {
+			return c.errf(key+".sensor", "sensor %q is not defined; defined: %s", p.Sensor, strings.Join(sortedKeys(c.Sensors), ", "))
+		}
+		used[p.Sensor] = true
+		if p.Model == "" {
+			return c.errf(key+".model", "required")
+		}
+		if st, err := os.Stat(filepath.Join(c.Models.Repository, p.Model)); err != nil || !st.IsDir() {
+			return c.errf(key+".model", "model %q is not in the repository %s", p.Model, c.Models.Repository)
+		}
+		if p.Queue < 1 {
+			return c.errf(key+".queue", "must be >= 1, got %d", p.Queue)
+		}
+		if p.Retries < 0 {
+			return c.errf(key+".retries", "must be >= 0, got %d", p.Retries)
+		}
+	}
+	for _, name := range sortedKeys(c.Sensors) {
+		if !used[name] {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: sensors.%s feeds no pipeline", c.file, lineOf(c.lines, "sensors."+name), name))
+		}
+	}
+	return nil
+}
+
+// checkUndecoded reports the first key no part of the program knows.
+func (c *Config) checkUndecoded() error {
+	var keys []string
+	for _, k := range c.md.Undecoded() {
+		key := strings.Join(k, ".")
+		if len(k) >= 3 && k[0] == "pipelines" && k[2] == "options" {
+			continue // the task's own, checked by the plugin
+		}
+		keys = append(keys, key)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	sort.Slice(keys, func(i, j int) bool { return lineOf(c.lines, keys[i]) < lineOf(c.lines, keys[j]) })
+	return c.errf(keys[0], "unknown key")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

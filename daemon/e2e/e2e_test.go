@@ -1,0 +1,330 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgeinfer/edgeinfer/daemon"
+	"github.com/edgeinfer/edgeinfer/internal/mosquitto"
+)
+
+// setup describes one daemon for a test.
+type setup struct {
+	broker  string // a URL, or "embedded"
+	listen  string // for the embedded broker
+	sensors string // [sensors.*] tables
+	extra   string // pipelines and anything else; default: the digits pipeline
+}
+
+const digitsPipeline = `
+[pipelines.digits]
+sensor = "inbox"
+model = "lenet5"
+[pipelines.digits.options]
+top_k = 3
+`
+
+func (s setup) config(t *testing.T, prefix string) string {
+	if s.extra == "" {
+		s.extra = digitsPipeline
+	}
+	return fmt.Sprintf(`
+device = "e2e"
+plugin_dir = %q
+stats_interval = "500ms"
+
+[log]
+level = "debug"
+
+[models]
+repository = %q
+threads = 1
+
+[mqtt]
+broker = %q
+listen = %q
+prefix = %q
+qos = 1
+%s
+%s`, binDir, models(t), s.broker, s.listen, prefix, s.sensors, s.extra)
+}
+
+// run starts a daemon and a watcher on the same prefix.
+func run(t *testing.T, s setup) (*proc, *watcher) {
+	t.Helper()
+	prefix := "e2e/" + strings.ReplaceAll(t.Name(), "/", "_")
+	url := s.broker
+	if s.broker == "embedded" {
+		url = "tcp://" + s.listen
+	}
+	p := start(t, s.config(t, prefix))
+	// With the embedded broker the watcher retries until the daemon listens.
+	return p, watch(t, url, prefix)
+}
+
+func dirSensor(path string) string {
+	return fmt.Sprintf("[sensors.inbox]\nkind = \"dir\"\npath = %q\nsettle = \"50ms\"\n", path)
+}
+
+// dropDigits writes every digit into dir the way a camera or a copy would:
+// into a temporary name, then renamed.
+func dropDigits(t *testing.T, dir string, ds []digit) {
+	t.Helper()
+	for _, d := range ds {
+		tmp := filepath.Join(dir, "."+d.name+".part")
+		if err := os.WriteFile(tmp, d.png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, d.name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestDigitsDroppedIntoAFolderGiveOneCorrectResultEachOverMosquitto(t *testing.T) {
+	broker := mosquitto.Start(t)
+	inbox := t.TempDir()
+	p, w := run(t, setup{broker: broker, sensors: dirSensor(inbox)})
+	w.serving(t, p, "lenet5", "digits")
+	ds := digits(t)
+	dropDigits(t, inbox, ds)
+
+	waitFor(t, p, 60*time.Second, "200 results", func() bool { return len(w.all("digits/result")) >= 200 })
+	time.Sleep(500 * time.Millisecond) // a duplicate would arrive now
+	acc := checkDigits(t, w.results(t, "digits"), ds, func(r daemon.Result) int { return indexOfName(r.Source) })
+	t.Logf("accuracy through the daemon: %.3f", acc)
+	if acc < 0.95 {
+		t.Fatalf("accuracy %.3f < 0.95", acc)
+	}
+	waitFor(t, p, 10*time.Second, "every file in done/", func() bool {
+		done, _ := filepath.Glob(filepath.Join(inbox, "done", "digit-*.png"))
+		return len(done) == 200
+	})
+	if left, _ := filepath.Glob(filepath.Join(inbox, "*.png")); len(left) != 0 {
+		t.Fatalf("files left in the inbox: %v", left)
+	}
+	if w.last("status") != "online" {
+		t.Fatalf("status is %q, want online", w.last("status"))
+	}
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit code after SIGTERM: %d", code)
+	}
+	if w.last("status") != "offline" {
+		t.Fatalf("status after SIGTERM is %q, want offline", w.last("status"))
+	}
+	if st, _ := w.model(t, "lenet5"); st.State != "stopped" {
+		t.Fatalf("model state after SIGTERM: %+v", st)
+	}
+}
+
+// publishDigits sends every digit to the mqtt sensor's input topic and
+// checks the results, matched by arrival order (seq).
+func publishDigits(t *testing.T, s setup) {
+	s.sensors = "[sensors.inbox]\nkind = \"mqtt\"\n"
+	p, w := run(t, s)
+	w.serving(t, p, "lenet5", "digits")
+	ds := digits(t)
+	prefix := "e2e/" + strings.ReplaceAll(t.Name(), "/", "_")
+	for _, d := range ds {
+		w.publish(t, prefix+"/in/inbox", d.png)
+	}
+	waitFor(t, p, 60*time.Second, "200 results", func() bool { return len(w.all("digits/result")) >= 200 })
+	time.Sleep(500 * time.Millisecond)
+	acc := checkDigits(t, w.results(t, "digits"), ds, func(r daemon.Result) int {
+		if !strings.HasPrefix(r.Source, prefix+"/in/inbox") {
+			return -1
+		}
+		return int(r.Seq) - 1
+	})
+	t.Logf("accuracy through the daemon: %.3f", acc)
+	if acc < 0.95 {
+		t.Fatalf("accuracy %.3f < 0.95", acc)
+	}
+}
+
+func TestDigitsPublishedOnTheInputTopicGiveOneCorrectResultEachOverMosquitto(t *testing.T) {
+	publishDigits(t, setup{broker: mosquitto.Start(t)})
+}
+
+func TestDigitsThroughTheEmbeddedBroker(t *testing.T) {
+	publishDigits(t, setup{broker: "embedded", listen: mosquitto.FreeAddr(t)})
+}
+
+func TestAVideoThroughFFmpegGivesOneResultPerFrameAtTheConfiguredRate(t *testing.T) {
+	clip := filepath.Join(t.TempDir(), "clip.mp4")
+	out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+		"-i", "testsrc=size=160x120:rate=25", "-t", "3", "-pix_fmt", "yuv420p", clip).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg (make test installs Debian's ffmpeg): %v\n%s", err, out)
+	}
+	sensor := fmt.Sprintf("[sensors.inbox]\nkind = \"ffmpeg\"\ninput = %q\nfps = 4\nwidth = 64\nheight = 48\n", clip)
+	p, w := run(t, setup{broker: mosquitto.Start(t), sensors: sensor})
+	w.serving(t, p, "lenet5", "digits")
+	const want = 12 // 3 s at 4 fps
+	waitFor(t, p, 60*time.Second, "12 results", func() bool { return len(w.all("digits/result")) >= want })
+	time.Sleep(time.Second)
+	rs := w.results(t, "digits")
+	if len(rs) != want {
+		t.Fatalf("%d results, want %d", len(rs), want)
+	}
+	for i, r := range rs {
+		if r.Seq != uint64(i+1) || r.Width != 64 || r.Height != 48 || !strings.HasPrefix(r.Source, clip) {
+			t.Fatalf("result %d: seq %d %dx%d source %s", i, r.Seq, r.Width, r.Height, r.Source)
+		}
+	}
+}
+
+func TestAKilledPluginIsRestartedAndNoImageIsLostOrDoubled(t *testing.T) {
+	inbox := t.TempDir()
+	p, w := run(t, setup{broker: mosquitto.Start(t), sensors: dirSensor(inbox)})
+	first := w.serving(t, p, "lenet5", "digits")
+	ds := digits(t)
+	dropDigits(t, inbox, ds)
+	waitFor(t, p, 60*time.Second, "the first 40 results", func() bool { return len(w.all("digits/result")) >= 40 })
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill plugin %d: %v", first.PID, err)
+	}
+	waitFor(t, p, 90*time.Second, "200 results", func() bool { return len(w.all("digits/result")) >= 200 })
+	time.Sleep(500 * time.Millisecond)
+	acc := checkDigits(t, w.results(t, "digits"), ds, func(r daemon.Result) int { return indexOfName(r.Source) })
+	if acc < 0.95 {
+		t.Fatalf("accuracy %.3f < 0.95", acc)
+	}
+	ev := w.eventsOf(t, daemon.EventPluginRestarted)
+	if len(ev) != 1 || !strings.Contains(ev[0].Message, strconv.Itoa(first.PID)) || ev[0].Pipeline != "digits" {
+		t.Fatalf("want one plugin_restarted event naming pid %d, got %+v", first.PID, ev)
+	}
+	st, _ := w.model(t, "lenet5")
+	if ps := st.Pipelines["digits"]; ps.PID == first.PID || ps.PID == 0 || ps.Restarts != 1 || ps.State != "serving" {
+		t.Fatalf("pipeline state after the restart: %+v", ps)
+	}
+	waitFor(t, p, 10*time.Second, "every file in done/", func() bool {
+		done, _ := filepath.Glob(filepath.Join(inbox, "done", "digit-*.png"))
+		return len(done) == 200
+	})
+}
+
+func pngOf(t *testing.T, w, h int) []byte {
+	img := image.NewGray(image.Rect(0, 0, w, h))
+	for i := range img.Pix {
+		img.Pix[i] = 128
+	}
+	var b bytes.Buffer
+	if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestBadInputsAreReportedAndTheNextGoodInputIsProcessed(t *testing.T) {
+	broker := mosquitto.Start(t)
+	inbox := t.TempDir()
+	sensors := dirSensor(inbox) + "\n[sensors.topic]\nkind = \"mqtt\"\n"
+	pipelines := digitsPipeline + "\n[pipelines.topic]\nsensor = \"topic\"\nmodel = \"lenet5\"\n"
+	p, w := run(t, setup{broker: broker, sensors: sensors, extra: pipelines})
+	w.serving(t, p, "lenet5", "digits")
+	w.serving(t, p, "lenet5", "topic")
+	ds := digits(t)
+
+	var jpg bytes.Buffer
+	rgba := image.NewRGBA(image.Rect(0, 0, 64, 64))
+	for i := range rgba.Pix {
+		rgba.Pix[i] = byte(i)
+	}
+	rgba.Set(1, 1, color.White)
+	if err := jpeg.Encode(&jpg, rgba, nil); err != nil {
+		t.Fatal(err)
+	}
+	files := []struct {
+		name   string
+		data   []byte
+		reason string
+	}{
+		{"truncated.jpg", jpg.Bytes()[:jpg.Len()/2], "does not decode"},
+		{"notes.jpg", []byte("this is a text file, not a picture\n"), "not a JPEG or PNG"},
+		{"empty.png", nil, "empty (0 bytes)"},
+		{"tiny.png", pngOf(t, 1, 1), "1x1 pixels is under the minimum"},
+		{"huge.png", pngOf(t, 10000, 10000), "10000x10000 pixels is over the limit"},
+	}
+	prefix := "e2e/" + strings.ReplaceAll(t.Name(), "/", "_")
+	for i, f := range files {
+		if err := os.WriteFile(filepath.Join(inbox, f.name), f.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// After each bad file, a good one: it must still be processed.
+		dropDigits(t, inbox, ds[i:i+1])
+	}
+	w.publish(t, prefix+"/in/topic", bytes.Repeat([]byte{0xff}, 50<<20))
+	w.publish(t, prefix+"/in/topic", ds[10].png)
+
+	waitFor(t, p, 60*time.Second, "6 bad_input events and 6 results", func() bool {
+		return len(w.eventsOf(t, daemon.EventBadInput)) >= 6 && len(w.all("digits/result")) >= 5 && len(w.all("topic/result")) >= 1
+	})
+	bad := w.eventsOf(t, daemon.EventBadInput)
+	for _, f := range files {
+		found := false
+		for _, e := range bad {
+			if strings.HasSuffix(e.Source, f.name) && strings.Contains(e.Message, f.name) && strings.Contains(e.Message, f.reason) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no bad_input event naming %s with %q; events: %+v", f.name, f.reason, bad)
+		}
+		if _, err := os.Stat(filepath.Join(inbox, "failed", f.name)); err != nil {
+			t.Errorf("%s not moved to failed/: %v", f.name, err)
+		}
+	}
+	found := false
+	for _, e := range bad {
+		if e.Sensor == "topic" && strings.Contains(e.Message, "52428800 bytes") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no bad_input event for the 50 MB payload; events: %+v", bad)
+	}
+	if rs := w.results(t, "topic"); len(rs) != 1 || rs[0].Seq == 0 {
+		t.Fatalf("the good payload after the 50 MB one: %+v", rs)
+	}
+	if !p.running() {
+		t.Fatal("edgeinferd exited")
+	}
+}
+
+func TestALiveSourceKeepsTheNewestFrameAndCountsWhatItSkips(t *testing.T) {
+	sensor := "[sensors.inbox]\nkind = \"synthetic\"\nfps = 500\nwidth = 640\nheight = 480\n"
+	p, w := run(t, setup{broker: mosquitto.Start(t), sensors: sensor})
+	w.serving(t, p, "lenet5", "digits")
+	var st daemon.Stats
+	waitFor(t, p, 30*time.Second, "stats with skipped frames", func() bool {
+		if json.Unmarshal([]byte(w.last("stats")), &st) != nil {
+			return false
+		}
+		return st.Pipelines["digits"].Skipped > 0 && st.Sensors["inbox"].Skipped > 0 && st.Pipelines["digits"].Results > 10
+	})
+	ps := st.Pipelines["digits"]
+	if ps.Frames+ps.Skipped > st.Sensors["inbox"].Frames+1 || ps.Frames == 0 {
+		t.Fatalf("stats do not add up: %+v / %+v", ps, st.Sensors["inbox"])
+	}
+	// Results keep coming (the newest frame is taken), seq increases.
+	rs := w.results(t, "digits")
+	for i := 1; i < len(rs); i++ {
+		if rs[i].Seq <= rs[i-1].Seq {
+			t.Fatalf("seq went back: %d after %d", rs[i].Seq, rs[i-1].Seq)
+		}
+	}
+}
