@@ -81,7 +81,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		password = string(trimNewline(b))
 	}
 	var err error
-	d.bus, err = bus.Connect(bus.Options{
+	d.bus, err = bus.New(bus.Options{
 		Broker: brokerURL, ClientID: m.ClientID, Username: m.Username, Password: password,
 		CAFile: m.CAFile, CertFile: m.CertFile, KeyFile: m.KeyFile, Insecure: m.InsecureSkipVerify,
 		Keepalive: m.Keepalive.Duration, ConnectTimeout: m.ConnectTimeout.Duration, QoS: byte(m.QoS),
@@ -90,6 +90,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Logger:    d.log.With("component", "mqtt"),
 	})
 	if err != nil {
+		return err
+	}
+	if err := d.bus.Connect(); err != nil {
 		return err
 	}
 

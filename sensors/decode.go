@@ -8,6 +8,7 @@ import (
 	"image/draw"
 	_ "image/jpeg" // JPEG decoder for DecodeImage
 	_ "image/png"  // PNG decoder for DecodeImage
+	"io"
 )
 
 // Limits bound what a sensor accepts as an image. They protect the daemon
@@ -35,9 +36,13 @@ func DecodeImage(data []byte, lim Limits) (w, h int, rgb []byte, err error) {
 	if lim.MaxBytes > 0 && len(data) > lim.MaxBytes {
 		return 0, 0, nil, fmt.Errorf("%w: %d bytes is over the limit of %d bytes", ErrBadImage, len(data), lim.MaxBytes)
 	}
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+	format := sniff(data)
+	if format == "" {
+		return 0, 0, nil, fmt.Errorf("%w: not a JPEG or PNG image (%d bytes starting %q)", ErrBadImage, len(data), data[:min(len(data), 8)])
+	}
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
-		return 0, 0, nil, fmt.Errorf("%w: not a JPEG or PNG image: %v", ErrBadImage, err)
+		return 0, 0, nil, fmt.Errorf("%w: %s", ErrBadImage, corrupt(format, data, err))
 	}
 	if lim.MaxPixels > 0 && cfg.Width*cfg.Height > lim.MaxPixels {
 		return 0, 0, nil, fmt.Errorf("%w: %s of %dx%d pixels is over the limit of %d pixels", ErrBadImage, format, cfg.Width, cfg.Height, lim.MaxPixels)
@@ -47,10 +52,35 @@ func DecodeImage(data []byte, lim Limits) (w, h int, rgb []byte, err error) {
 	}
 	img, _, err := image.Decode(bytes.NewReader(data))
 	if err != nil {
-		return 0, 0, nil, fmt.Errorf("%w: %s of %dx%d pixels does not decode: %v", ErrBadImage, format, cfg.Width, cfg.Height, err)
+		return 0, 0, nil, fmt.Errorf("%w: %dx%d %s", ErrBadImage, cfg.Width, cfg.Height, corrupt(format, data, err))
 	}
 	w, h, rgb = ToRGB(img)
 	return w, h, rgb, nil
+}
+
+// sniff names the format from the first bytes: "jpeg", "png" or "".
+func sniff(data []byte) string {
+	switch {
+	case bytes.HasPrefix(data, []byte{0xff, 0xd8, 0xff}):
+		return "jpeg"
+	case bytes.HasPrefix(data, []byte("\x89PNG\r\n\x1a\n")):
+		return "png"
+	}
+	return ""
+}
+
+// corrupt says why a JPEG or PNG did not decode, calling a cut-off file
+// (no end marker: JPEG's EOI, PNG's IEND chunk) truncated.
+func corrupt(format string, data []byte, err error) string {
+	size := len(data)
+	ended := bytes.HasSuffix(data, []byte{0xff, 0xd9})
+	if format == "png" {
+		ended = bytes.HasSuffix(data, []byte("IEND\xaeB`\x82"))
+	}
+	if !ended || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Sprintf("%s is truncated (%d bytes): %v", format, size, err)
+	}
+	return fmt.Sprintf("%s is corrupt: %v", format, err)
 }
 
 // ToRGB packs any image into RGB bytes.

@@ -40,18 +40,19 @@ type Options struct {
 
 // Bus is a connected MQTT client.
 type Bus struct {
-	client paho.Client
-	qos    byte
-	log    *slog.Logger
+	client  paho.Client
+	qos     byte
+	log     *slog.Logger
+	broker  string
+	timeout time.Duration
 
 	mu   sync.Mutex
 	subs map[string]paho.MessageHandler
 }
 
-// Connect connects to the broker, waiting at most opts.ConnectTimeout for
-// the first connection. After that the client reconnects by itself.
-func Connect(opts Options) (*Bus, error) {
-	b := &Bus{qos: opts.QoS, log: opts.Logger, subs: map[string]paho.MessageHandler{}}
+// New prepares a client; Connect connects it.
+func New(opts Options) (*Bus, error) {
+	b := &Bus{qos: opts.QoS, log: opts.Logger, subs: map[string]paho.MessageHandler{}, timeout: opts.ConnectTimeout, broker: opts.Broker}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -90,15 +91,21 @@ func Connect(opts Options) (*Bus, error) {
 		b.log.Warn("mqtt connection lost; reconnecting", "broker", opts.Broker, "err", err)
 	})
 	b.client = paho.NewClient(o)
+	return b, nil
+}
+
+// Connect connects to the broker, waiting at most Options.ConnectTimeout
+// for the first connection. After that the client reconnects by itself.
+func (b *Bus) Connect() error {
 	tok := b.client.Connect()
-	if !tok.WaitTimeout(opts.ConnectTimeout + time.Second) {
+	if !tok.WaitTimeout(b.timeout + time.Second) {
 		b.client.Disconnect(0)
-		return nil, fmt.Errorf("mqtt %s: no connection within %s", opts.Broker, opts.ConnectTimeout)
+		return fmt.Errorf("mqtt %s: no connection within %s", b.broker, b.timeout)
 	}
 	if err := tok.Error(); err != nil {
-		return nil, fmt.Errorf("mqtt %s: %w", opts.Broker, err)
+		return fmt.Errorf("mqtt %s: %w", b.broker, err)
 	}
-	return b, nil
+	return nil
 }
 
 func tlsConfig(opts Options) (*tls.Config, error) {

@@ -115,7 +115,9 @@ func TestEachKindOfInvalidConfigHasItsOwnMessage(t *testing.T) {
 			`17: pipelines.digits.model: model "yolo" is not in the repository ` + repo},
 		{"pipeline without model", func(s string) string { return strings.Replace(s, `model = "lenet5"`, "", 1) },
 			"15: pipelines.digits.model: required"},
-		{"bad queue", func(s string) string { return strings.Replace(s, `model = "lenet5"`, "model = \"lenet5\"\nqueue = -1", 1) },
+		{"bad queue", func(s string) string {
+			return strings.Replace(s, `model = "lenet5"`, "model = \"lenet5\"\nqueue = -1", 1)
+		},
 			"18: pipelines.digits.queue: must be >= 1, got -1"},
 		{"no pipelines", func(s string) string { return s[:strings.Index(s, "[pipelines.digits]")] },
 			" no [pipelines.<name>] table: nothing would run"},

@@ -253,7 +253,7 @@ func TestBadInputsAreReportedAndTheNextGoodInputIsProcessed(t *testing.T) {
 		data   []byte
 		reason string
 	}{
-		{"truncated.jpg", jpg.Bytes()[:jpg.Len()/2], "does not decode"},
+		{"truncated.jpg", jpg.Bytes()[:jpg.Len()/2], "jpeg is truncated"},
 		{"notes.jpg", []byte("this is a text file, not a picture\n"), "not a JPEG or PNG"},
 		{"empty.png", nil, "empty (0 bytes)"},
 		{"tiny.png", pngOf(t, 1, 1), "1x1 pixels is under the minimum"},
