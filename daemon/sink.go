@@ -45,7 +45,7 @@ func (t *tracker) done(err error) {
 
 var (
 	errSkipped  = errors.New("skipped: a newer live frame replaced it")
-	errStopping = errors.New("edgeinferd is stopping")
+	errStopping = fmt.Errorf("edgeinferd is stopping: %w", sensors.ErrStopped)
 )
 
 // sensorSink is the sensors.Sink of one sensor: it fans frames out to the
@@ -76,8 +76,11 @@ func (s *sensorSink) Deliver(ctx context.Context, f *sensors.Frame) error {
 		select {
 		case p.queue <- &job{frame: f, enqueued: now, track: t}:
 		case <-ctx.Done():
+			if i == 0 {
+				return ctx.Err() // nobody took it: the sensor keeps it
+			}
 			for range s.pipelines[i:] {
-				t.done(ctx.Err())
+				t.done(errStopping)
 			}
 			return ctx.Err()
 		}

@@ -14,6 +14,7 @@ package sensors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -39,6 +40,11 @@ type Frame struct {
 // acknowledge its input (move the file to done/, for example).
 func (f *Frame) OnDone(fn func(err error)) { f.done = fn }
 
+// ErrStopped is wrapped by the error a frame finishes with when edgeinferd
+// stopped before every pipeline had processed it: a lossless sensor keeps
+// the input (leaves the file in place) so that the next start processes it.
+var ErrStopped = errors.New("not processed: edgeinferd stopped")
+
 // Finish is called by the router when the last pipeline is done with f.
 func (f *Frame) Finish(err error) {
 	if f.done != nil {
@@ -50,7 +56,9 @@ func (f *Frame) Finish(err error) {
 // router implements it; tests can implement it too.
 type Sink interface {
 	// Deliver hands a frame to every pipeline of the sensor and waits until
-	// each has queued it (lossless). It returns ctx.Err() if ctx ends first.
+	// each has queued it (lossless). It returns an error if ctx ends first
+	// or the daemon is stopping; the frame is then not finished if no
+	// pipeline took it, or finished with ErrStopped if some did.
 	Deliver(ctx context.Context, f *Frame) error
 	// Offer hands a frame to every pipeline without waiting (live): a busy
 	// pipeline replaces its pending frame and counts the skipped one.

@@ -328,3 +328,67 @@ func TestALiveSourceKeepsTheNewestFrameAndCountsWhatItSkips(t *testing.T) {
 		}
 	}
 }
+
+func TestSIGTERMFinishesTheFramesTakenAndLeavesTheRestForNextTime(t *testing.T) {
+	inbox := t.TempDir()
+	p, w := run(t, setup{broker: mosquitto.Start(t), sensors: dirSensor(inbox)})
+	w.serving(t, p, "lenet5", "digits")
+	ds := digits(t)
+	dropDigits(t, inbox, ds)
+	waitFor(t, p, 60*time.Second, "the first result", func() bool { return len(w.all("digits/result")) >= 1 })
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit code after SIGTERM: %d", code)
+	}
+	time.Sleep(300 * time.Millisecond) // the last publishes reach the watcher
+	// Every file is either done with exactly one result, or still in the
+	// inbox untouched: none is lost, none is half processed.
+	results := map[string]int{}
+	for _, r := range w.results(t, "digits") {
+		results[filepath.Base(r.Source)]++
+	}
+	done, _ := filepath.Glob(filepath.Join(inbox, "done", "*.png"))
+	left, _ := filepath.Glob(filepath.Join(inbox, "*.png"))
+	if len(done)+len(left) != len(ds) {
+		t.Fatalf("%d done + %d left != %d dropped", len(done), len(left), len(ds))
+	}
+	for _, f := range done {
+		if results[filepath.Base(f)] != 1 {
+			t.Fatalf("%s is done with %d results", f, results[filepath.Base(f)])
+		}
+	}
+	if len(results) != len(done) {
+		t.Fatalf("%d results but %d files done", len(results), len(done))
+	}
+	t.Logf("at SIGTERM: %d done, %d left for the next start", len(done), len(left))
+	if w.last("status") != "offline" {
+		t.Fatalf("status after SIGTERM is %q", w.last("status"))
+	}
+}
+
+func TestCheckValidatesTheConfigWithoutStarting(t *testing.T) {
+	dir := t.TempDir()
+	good := setup{broker: "tcp://127.0.0.1:1", sensors: dirSensor(t.TempDir())}.config(t, "e2e/check")
+	bad := strings.Replace(good, `model = "lenet5"`, `model = "lenet6"`, 1)
+	for _, tc := range []struct {
+		name, config string
+		code         int
+		want         string
+	}{
+		{"good", good, 0, "pipeline digits: sensor inbox -> model lenet5 version 1 (classify)"},
+		{"bad", bad, 2, `:26: pipelines.digits.model: model "lenet6" is not in the repository`},
+	} {
+		path := filepath.Join(dir, tc.name+".toml")
+		if err := os.WriteFile(path, []byte(tc.config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// The broker address is unreachable: -check must not connect.
+		cmd := exec.Command(filepath.Join(binDir, "edgeinferd"), "-check", "-config", path)
+		out, _ := cmd.CombinedOutput()
+		if got := cmd.ProcessState.ExitCode(); got != tc.code || !strings.Contains(string(out), tc.want) {
+			t.Fatalf("%s: exit code %d, output %q; want %d and %q", tc.name, got, out, tc.code, tc.want)
+		}
+		if tc.code != 0 && !strings.HasPrefix(string(out), path+":") {
+			t.Fatalf("%s: the message does not start with the file: %q", tc.name, out)
+		}
+	}
+}

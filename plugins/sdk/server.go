@@ -99,4 +99,3 @@ func (s *server) Infer(ctx context.Context, req *taskpb.InferRequest) (*taskpb.I
 		PostprocessNs: int64(res.Timings.Postprocess),
 	}, nil
 }
-

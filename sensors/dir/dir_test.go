@@ -309,6 +309,22 @@ func TestFileIsMovedToFailedWhenAPipelineFails(t *testing.T) {
 	}
 }
 
+func TestAFileNotProcessedBecauseTheDaemonStoppedStaysInPlace(t *testing.T) {
+	inbox := t.TempDir()
+	sink := &sensortest.Sink{OnFrame: finishWith(fmt.Errorf("stopping: %w", sensors.ErrStopped))}
+	start(t, inbox, `settle = "50ms"`, sink)
+	data, _ := sensortest.PNG(t, 16, 16, 1)
+	write(t, filepath.Join(inbox, "a.png"), data)
+	sensortest.WaitFor(t, 5*time.Second, "a.png delivered", func() bool { return len(sink.Frames()) == 1 })
+	time.Sleep(200 * time.Millisecond) // time enough to (wrongly) move it
+	if _, err := os.Stat(filepath.Join(inbox, "a.png")); err != nil {
+		t.Fatalf("a.png left the inbox: %v", err)
+	}
+	if len(files(t, filepath.Join(inbox, "failed"))) != 0 || len(files(t, filepath.Join(inbox, "done"))) != 0 {
+		t.Fatal("a.png was moved")
+	}
+}
+
 func TestReusedNamesAreNewFilesAndNeverOverwriteDone(t *testing.T) {
 	inbox := t.TempDir()
 	done := filepath.Join(inbox, "done")
