@@ -30,9 +30,8 @@ type pipeline struct {
 	liveSig chan struct{} // signalled when live is set
 	drainCh chan struct{} // closed: finish what is queued, then stop
 
-	plugin   *sdk.Plugin
-	version  repo.Version
-	restarts int
+	plugin  *sdk.Plugin
+	version repo.Version
 
 	frames, results, failed, skipped, restartCount atomic.Uint64
 	latMu                                          sync.Mutex
@@ -166,7 +165,6 @@ func (p *pipeline) infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 		pid := p.plugin.Pid()
 		p.plugin.Kill()
 		p.plugin = nil
-		p.restarts++
 		p.restartCount.Add(1)
 		p.d.log.Error("plugin process died; restarting it", "pipeline", p.name, "pid", pid, "err", err)
 		p.d.event(Event{Type: EventPluginRestarted, Pipeline: p.name, Model: p.cfg.Model,
@@ -179,7 +177,8 @@ func (p *pipeline) infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 }
 
 // ensurePlugin starts the plugin and loads the newest model version,
-// retrying with backoff until it works or ctx ends (frames wait meanwhile).
+// retrying with backoff until it works, ctx ends or the daemon stops
+// (frames wait meanwhile).
 func (p *pipeline) ensurePlugin(ctx context.Context) bool {
 	backoff := time.Second
 	for p.plugin == nil {
@@ -189,10 +188,12 @@ func (p *pipeline) ensurePlugin(ctx context.Context) bool {
 				Message: fmt.Sprintf("pipeline %s: %v; retrying in %s", p.name, err, backoff)})
 			p.d.setModel(p.cfg.Model, func(st *ModelState) {
 				st.State, st.Error = "failed", err.Error()
-				st.Pipelines[p.name] = PipelineState{State: "failed", Error: err.Error(), Restarts: p.restarts}
+				st.Pipelines[p.name] = PipelineState{State: "failed", Error: err.Error(), Restarts: int(p.restartCount.Load())}
 			})
 			select {
 			case <-ctx.Done():
+				return false
+			case <-p.drainCh: // stopping: the frames stay with their sensors
 				return false
 			case <-time.After(backoff):
 			}
@@ -209,7 +210,7 @@ func (p *pipeline) startPlugin(ctx context.Context) error {
 	}
 	p.d.setModel(p.cfg.Model, func(st *ModelState) {
 		st.Version, st.State, st.Task = v.Version, "loading", v.Manifest.Task
-		st.Pipelines[p.name] = PipelineState{State: "loading", Restarts: p.restarts}
+		st.Pipelines[p.name] = PipelineState{State: "loading", Restarts: int(p.restartCount.Load())}
 	})
 	bin := filepath.Join(p.d.cfg.PluginDir, "edgeinfer-"+v.Manifest.Task)
 	if _, err := os.Stat(bin); err != nil {
@@ -226,7 +227,7 @@ func (p *pipeline) startPlugin(ctx context.Context) error {
 	info, err := pl.Load(ctx, sdk.LoadRequest{Model: v.Model, Version: v.Version, ModelDir: v.Dir, Options: opts, Threads: p.d.cfg.Models.Threads})
 	if err != nil {
 		pl.Kill()
-		return fmt.Errorf("load %s: %w", v.Dir, err)
+		return fmt.Errorf("load %s version %s: %w", v.Model, v.Version, err)
 	}
 	p.plugin, p.version = pl, v
 	now := time.Now().UTC()
@@ -235,7 +236,7 @@ func (p *pipeline) startPlugin(ctx context.Context) error {
 	p.d.setModel(p.cfg.Model, func(st *ModelState) {
 		st.Version, st.State, st.Error, st.Task = v.Version, "serving", "", info.Task
 		st.Description, st.Signature, st.InputShape, st.LoadedAt = info.Description, info.Signature, info.InputShape, &now
-		st.Pipelines[p.name] = PipelineState{State: "serving", PID: pl.Pid(), Restarts: p.restarts,
+		st.Pipelines[p.name] = PipelineState{State: "serving", PID: pl.Pid(), Restarts: int(p.restartCount.Load()),
 			WarmupMS: sdk.Millis(time.Duration(info.Warmup))}
 	})
 	return nil

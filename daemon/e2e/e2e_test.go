@@ -27,6 +27,7 @@ type setup struct {
 	listen  string // for the embedded broker
 	sensors string // [sensors.*] tables
 	extra   string // pipelines and anything else; default: the digits pipeline
+	repo    string // the model repository; default: $EDGEINFER_MODELS
 }
 
 const digitsPipeline = `
@@ -40,6 +41,9 @@ top_k = 3
 func (s setup) config(t *testing.T, prefix string) string {
 	if s.extra == "" {
 		s.extra = digitsPipeline
+	}
+	if s.repo == "" {
+		s.repo = models(t)
 	}
 	return fmt.Sprintf(`
 device = "e2e"
@@ -59,7 +63,7 @@ listen = %q
 prefix = %q
 qos = 1
 %s
-%s`, binDir, models(t), s.broker, s.listen, prefix, s.sensors, s.extra)
+%s`, binDir, s.repo, s.broker, s.listen, prefix, s.sensors, s.extra)
 }
 
 // run starts a daemon and a watcher on the same prefix.
@@ -390,5 +394,49 @@ func TestCheckValidatesTheConfigWithoutStarting(t *testing.T) {
 		if tc.code != 0 && !strings.HasPrefix(string(out), path+":") {
 			t.Fatalf("%s: the message does not start with the file: %q", tc.name, out)
 		}
+	}
+}
+
+func TestAModelThatCannotLoadLeavesTheOtherPipelinesUntouched(t *testing.T) {
+	// A repository with LeNet-5 and a "broken" model whose SavedModel is
+	// garbage.
+	repo := t.TempDir()
+	if err := os.Symlink(filepath.Join(models(t), "lenet5"), filepath.Join(repo, "lenet5")); err != nil {
+		t.Fatal(err)
+	}
+	broken := filepath.Join(repo, "broken", "1")
+	os.MkdirAll(filepath.Join(broken, "variables"), 0o755)
+	manifest, err := os.ReadFile(filepath.Join(models(t), "lenet5", "1", "edgeinfer.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(broken, "edgeinfer.toml"), manifest, 0o644)
+	os.WriteFile(filepath.Join(broken, "saved_model.pb"), []byte("not a protobuf"), 0o644)
+
+	inbox, other := t.TempDir(), t.TempDir()
+	sensors := dirSensor(inbox) + fmt.Sprintf("[sensors.other]\nkind = \"dir\"\npath = %q\n", other)
+	pipelines := digitsPipeline + "\n[pipelines.bad]\nsensor = \"other\"\nmodel = \"broken\"\n"
+	p, w := run(t, setup{broker: mosquitto.Start(t), sensors: sensors, extra: pipelines, repo: repo})
+	w.serving(t, p, "lenet5", "digits")
+	waitFor(t, p, 30*time.Second, "the broken model's failed state", func() bool {
+		st, _ := w.model(t, "broken")
+		return st.State == "failed" && strings.Contains(st.Error, "invalid saved model") && strings.Contains(st.Error, broken)
+	})
+	if ev := w.eventsOf(t, daemon.EventPluginFailed); len(ev) == 0 || ev[0].Pipeline != "bad" || !strings.Contains(ev[0].Message, "retrying") {
+		t.Fatalf("plugin_failed events: %+v", ev)
+	}
+	// A frame for the broken pipeline waits (lossless); digits flow as usual.
+	ds := digits(t)
+	dropDigits(t, other, ds[:1])
+	dropDigits(t, inbox, ds[:50])
+	waitFor(t, p, 60*time.Second, "50 results", func() bool { return len(w.all("digits/result")) >= 50 })
+	if n := len(w.all("bad/result")); n != 0 {
+		t.Fatalf("%d results from the broken model", n)
+	}
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit code after SIGTERM: %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(other, ds[0].name)); err != nil {
+		t.Fatalf("the waiting frame's file left its folder: %v", err)
 	}
 }
