@@ -15,8 +15,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -100,7 +101,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	work, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
 	var workers sync.WaitGroup
-	for _, name := range sortedNames(d.cfg.Pipelines) {
+	for _, name := range slices.Sorted(maps.Keys(d.cfg.Pipelines)) {
 		p := newPipeline(d, name, d.cfg.Pipelines[name])
 		d.pipelines[name] = p
 		workers.Add(1)
@@ -109,7 +110,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for name := range d.cfg.Sensors {
 		d.sinks[name] = &sensorSink{d: d, name: name}
 	}
-	for _, name := range sortedNames(d.cfg.Pipelines) {
+	for _, name := range slices.Sorted(maps.Keys(d.cfg.Pipelines)) {
 		p := d.pipelines[name]
 		s := d.sinks[p.cfg.Sensor]
 		s.pipelines = append(s.pipelines, p)
@@ -118,7 +119,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	sensorCtx, stopSensors := context.WithCancel(ctx)
 	defer stopSensors()
 	var running sync.WaitGroup
-	for _, name := range sortedNames(d.cfg.Sensors) {
+	for _, name := range slices.Sorted(maps.Keys(d.cfg.Sensors)) {
 		sink := d.sinks[name]
 		if len(sink.pipelines) == 0 {
 			continue
@@ -256,15 +257,6 @@ func (d *Daemon) publishStats() {
 		st.Sensors[name] = s.stats()
 	}
 	d.publishJSON(d.topic("stats"), true, st)
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 func trimNewline(b []byte) []byte {

@@ -9,11 +9,13 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -345,7 +347,7 @@ func (c *Config) checkMQTT() error {
 }
 
 func (c *Config) checkSensors() error {
-	for _, name := range sortedKeys(c.Sensors) {
+	for _, name := range slices.Sorted(maps.Keys(c.Sensors)) {
 		s := c.Sensors[name]
 		key := "sensors." + name
 		if !nameRE.MatchString(name) {
@@ -404,7 +406,7 @@ func (c *Config) checkPipelines() error {
 		return fmt.Errorf("%s: no [pipelines.<name>] table: nothing would run", c.file)
 	}
 	used := map[string]bool{}
-	for _, name := range sortedKeys(c.Pipelines) {
+	for _, name := range slices.Sorted(maps.Keys(c.Pipelines)) {
 		p := c.Pipelines[name]
 		key := "pipelines." + name
 		if !nameRE.MatchString(name) {
@@ -414,7 +416,7 @@ func (c *Config) checkPipelines() error {
 			return c.errf(key+".sensor", "required")
 		}
 		if _, ok := c.Sensors[p.Sensor]; !ok {
-			return c.errf(key+".sensor", "sensor %q is not defined; defined: %s", p.Sensor, strings.Join(sortedKeys(c.Sensors), ", "))
+			return c.errf(key+".sensor", "sensor %q is not defined; defined: %s", p.Sensor, strings.Join(slices.Sorted(maps.Keys(c.Sensors)), ", "))
 		}
 		used[p.Sensor] = true
 		if p.Model == "" {
@@ -430,7 +432,7 @@ func (c *Config) checkPipelines() error {
 			return c.errf(key+".retries", "must be >= 0, got %d", p.Retries)
 		}
 	}
-	for _, name := range sortedKeys(c.Sensors) {
+	for _, name := range slices.Sorted(maps.Keys(c.Sensors)) {
 		if !used[name] {
 			c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: sensors.%s feeds no pipeline", c.file, lineOf(c.lines, "sensors."+name), name))
 		}
@@ -453,13 +455,4 @@ func (c *Config) checkUndecoded() error {
 	}
 	sort.Slice(keys, func(i, j int) bool { return lineOf(c.lines, keys[i]) < lineOf(c.lines, keys[j]) })
 	return c.errf(keys[0], "unknown key")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
