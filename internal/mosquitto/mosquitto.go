@@ -14,9 +14,25 @@ import (
 	"time"
 )
 
-// Start runs a broker for t and returns its URL (tcp://127.0.0.1:<port>).
-// extra lines are appended to the broker's config file.
+// Broker is a running Mosquitto.
+type Broker struct {
+	URL  string // tcp://127.0.0.1:<port>
+	Addr string // 127.0.0.1:<port>
+	bin  string
+	conf string
+	cmd  *exec.Cmd
+}
+
+// Start runs a broker for t and returns its URL. extra lines are added to
+// the broker's config file.
 func Start(t testing.TB, extra ...string) string {
+	return StartBroker(t, extra...).URL
+}
+
+// StartBroker runs a broker for t; extra lines are added to its config. If
+// extra has a "listener" line, that listener replaces the default plain
+// one on the chosen port ("listener %d" is filled with the port).
+func StartBroker(t testing.TB, extra ...string) *Broker {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -26,41 +42,70 @@ func Start(t testing.TB, extra ...string) string {
 		bin = "/usr/sbin/mosquitto"
 	}
 	port := freePort(t)
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "mosquitto.conf")
-	lines := append([]string{
-		fmt.Sprintf("listener %d 127.0.0.1", port),
-		"allow_anonymous true",
-		"persistence false",
-		"log_dest stderr",
-		"log_type error",
-		"log_type warning",
-	}, extra...)
+	lines := []string{"persistence false", "log_dest stderr", "log_type error", "log_type warning"}
+	listener := fmt.Sprintf("listener %d 127.0.0.1", port)
+	hasListener, anonymous := false, true
+	for _, l := range extra {
+		if strings.HasPrefix(l, "listener ") {
+			hasListener = true
+			l = strings.ReplaceAll(l, "%d", fmt.Sprint(port))
+		}
+		if strings.HasPrefix(l, "allow_anonymous") {
+			anonymous = false
+		}
+		lines = append(lines, l)
+	}
+	if !hasListener {
+		lines = append([]string{listener}, lines...)
+	}
+	if anonymous {
+		lines = append(lines, "allow_anonymous true")
+	}
+	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
 	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", conf)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	b := &Broker{URL: "tcp://" + addr, Addr: addr, bin: bin, conf: conf}
+	b.start(t)
+	t.Cleanup(b.Stop)
+	return b
+}
+
+func (b *Broker) start(t testing.TB) {
+	t.Helper()
+	b.cmd = exec.Command(b.bin, "-c", b.conf)
+	b.cmd.Stderr = os.Stderr
+	if err := b.cmd.Start(); err != nil {
 		t.Fatalf("start mosquitto: %v", err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.Dial("tcp", addr)
+		c, err := net.Dial("tcp", b.Addr)
 		if err == nil {
 			c.Close()
-			return "tcp://" + addr
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not listen on %s: %v", addr, err)
+			t.Fatalf("mosquitto did not listen on %s: %v", b.Addr, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Stop kills the broker (clients see the connection drop).
+func (b *Broker) Stop() {
+	if b.cmd != nil {
+		b.cmd.Process.Kill()
+		b.cmd.Wait()
+		b.cmd = nil
+	}
+}
+
+// Restart starts the broker again on the same port.
+func (b *Broker) Restart(t testing.TB) {
+	b.Stop()
+	b.start(t)
 }
 
 // freePort asks the kernel for a loopback port that is free now.

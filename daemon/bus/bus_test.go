@@ -1,0 +1,206 @@
+package bus
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgeinfer/edgeinfer/internal/mosquitto"
+)
+
+func options(broker string) Options {
+	return Options{Broker: broker, ClientID: fmt.Sprintf("bus-test-%d", time.Now().UnixNano()), Keepalive: 5 * time.Second,
+		ConnectTimeout: 5 * time.Second, QoS: 1}
+}
+
+func connect(t *testing.T, o Options) *Bus {
+	t.Helper()
+	b, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(100 * time.Millisecond) })
+	return b
+}
+
+// roundTrip checks that what one client publishes reaches the other's
+// subscription.
+func roundTrip(t *testing.T, pub, sub *Bus, topic string) {
+	t.Helper()
+	got := make(chan string, 10)
+	if err := sub.Subscribe(topic, func(_ string, p []byte) { got <- string(p) }); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprint(time.Now().UnixNano())
+	if err := pub.PublishWait(topic, false, []byte(want), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if p != want {
+			t.Fatalf("got %q, want %q", p, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("nothing arrived on %s", topic)
+	}
+}
+
+func TestReconnectsAndSubscribesAgainAfterTheBrokerRestarts(t *testing.T) {
+	broker := mosquitto.StartBroker(t)
+	var connects atomic.Int32
+	o := options(broker.URL)
+	o.OnConnect = func() { connects.Add(1) }
+	b := connect(t, o)
+	got := make(chan string, 10)
+	if err := b.Subscribe("bus/in", func(_ string, p []byte) { got <- string(p) }); err != nil {
+		t.Fatal(err)
+	}
+	other := connect(t, options(broker.URL))
+
+	broker.Restart(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for connects.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reconnection: %d connects", connects.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The publisher reconnects too; then the subscription made before the
+	// restart must deliver again.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if err := other.PublishWait("bus/in", false, []byte("after restart"), time.Second); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case p := <-got:
+		if p != "after restart" {
+			t.Fatalf("got %q", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the subscription was not renewed after the reconnect")
+	}
+}
+
+// sharedDir is a temporary folder the broker (which drops root for the
+// mosquitto user) can read.
+func sharedDir(t *testing.T) string {
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	return dir
+}
+
+func TestAuthenticatesWithUsernameAndPassword(t *testing.T) {
+	dir := sharedDir(t)
+	pw := filepath.Join(dir, "passwords")
+	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", pw, "edge", "s3cret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+	}
+	os.Chmod(pw, 0o644)
+	broker := mosquitto.StartBroker(t, "allow_anonymous false", "password_file "+pw)
+
+	o := options(broker.URL)
+	o.Username, o.Password = "edge", "wrong"
+	b, _ := New(o)
+	if err := b.Connect(); err == nil || !strings.Contains(err.Error(), "not Authorized") {
+		t.Fatalf("a wrong password: got %v", err)
+	}
+	o = options(broker.URL)
+	o.Username, o.Password = "edge", "s3cret"
+	good := connect(t, o)
+	roundTrip(t, good, good, "bus/auth")
+}
+
+func TestConnectsOverTLSWithAClientCertificate(t *testing.T) {
+	dir := sharedDir(t)
+	ca, caKey := newCert(t, dir, "ca", nil, nil)
+	newCert(t, dir, "server", ca, caKey)
+	newCert(t, dir, "client", ca, caKey)
+	broker := mosquitto.StartBroker(t, "listener %d 127.0.0.1",
+		"cafile "+filepath.Join(dir, "ca.pem"),
+		"certfile "+filepath.Join(dir, "server.pem"),
+		"keyfile "+filepath.Join(dir, "server.key"),
+		"require_certificate true")
+	url := strings.Replace(broker.URL, "tcp://", "ssl://", 1)
+
+	o := options(url)
+	o.CAFile = filepath.Join(dir, "ca.pem")
+	o.CertFile, o.KeyFile = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+	b := connect(t, o)
+	roundTrip(t, b, b, "bus/tls")
+
+	// Without the client certificate the broker refuses the handshake.
+	o = options(url)
+	o.CAFile = filepath.Join(dir, "ca.pem")
+	o.ConnectTimeout = 2 * time.Second
+	nocert, _ := New(o)
+	if err := nocert.Connect(); err == nil {
+		t.Fatal("connected without a client certificate")
+	}
+	// A CA file that holds no certificate is named in the error.
+	o.CAFile = filepath.Join(dir, "client.key")
+	if _, err := New(o); err == nil || !strings.Contains(err.Error(), "ca_file") {
+		t.Fatalf("bad ca_file: got %v", err)
+	}
+}
+
+// newCert writes <name>.pem and <name>.key in dir: a CA when parent is nil,
+// else a certificate for 127.0.0.1 signed by parent.
+func newCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "edgeinfer test " + name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	signer, signerKey := tmpl, key
+	if parent == nil {
+		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+		tmpl.KeyUsage |= x509.KeyUsageCertSign
+	} else {
+		signer, signerKey = parent, parentKey
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(filepath.Join(dir, name+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o644)
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
