@@ -135,11 +135,15 @@ func TestDigitsDroppedIntoAFolderGiveOneCorrectResultEachOverMosquitto(t *testin
 }
 
 // publishDigits sends every digit to the mqtt sensor's input topic and
-// checks the results, matched by arrival order (seq).
-func publishDigits(t *testing.T, s setup) {
+// checks the results, matched by arrival order (seq). ready, if set, runs
+// once the model serves, before the first publish.
+func publishDigits(t *testing.T, s setup, ready func()) {
 	s.sensors = "[sensors.inbox]\nkind = \"mqtt\"\n"
 	p, w := run(t, s)
 	w.serving(t, p, "lenet5", "digits")
+	if ready != nil {
+		ready()
+	}
 	ds := digits(t)
 	prefix := "e2e/" + strings.ReplaceAll(t.Name(), "/", "_")
 	for _, d := range ds {
@@ -160,11 +164,39 @@ func publishDigits(t *testing.T, s setup) {
 }
 
 func TestDigitsPublishedOnTheInputTopicGiveOneCorrectResultEachOverMosquitto(t *testing.T) {
-	publishDigits(t, setup{broker: mosquitto.Start(t)})
+	publishDigits(t, setup{broker: mosquitto.Start(t)}, nil)
 }
 
-func TestDigitsThroughTheEmbeddedBroker(t *testing.T) {
-	publishDigits(t, setup{broker: "embedded", listen: mosquitto.FreeAddr(t)})
+func TestDigitsThroughTheEmbeddedBrokerAndWatch(t *testing.T) {
+	listen := mosquitto.FreeAddr(t)
+	prefix := "e2e/" + strings.ReplaceAll(t.Name(), "/", "_")
+	var out syncBuffer
+	watch := exec.Command(filepath.Join(binDir, "edgeinferd"), "watch", "-broker", "tcp://"+listen, "-prefix", prefix)
+	watch.Stdout, watch.Stderr = &out, &out
+	defer func() {
+		if watch.Process != nil {
+			watch.Process.Kill()
+		}
+	}()
+	publishDigits(t, setup{broker: "embedded", listen: listen}, func() {
+		if err := watch.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, nil, 10*time.Second, "edgeinferd watch to subscribe", func() bool { return strings.Contains(out.String(), "MODEL lenet5 v1 serving") })
+	})
+	// edgeinferd watch printed one readable line per result.
+	time.Sleep(300 * time.Millisecond)
+	watch.Process.Signal(syscall.SIGTERM)
+	watch.Wait()
+	lines := 0
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.Contains(l, " digits ") && strings.Contains(l, " -> ") && strings.Contains(l, "model lenet5 v1") {
+			lines++
+		}
+	}
+	if lines != 200 {
+		t.Fatalf("edgeinferd watch printed %d result lines, want 200:\n%q", lines, out.String()[:min(out.Len(), 600)])
+	}
 }
 
 func TestAVideoThroughFFmpegGivesOneResultPerFrameAtTheConfiguredRate(t *testing.T) {

@@ -361,3 +361,9 @@ func indexOfName(source string) int {
 	}
 	return n
 }
+
+func (s *syncBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Len()
+}
