@@ -24,11 +24,10 @@ export CGO_ENABLED := 1
 # TensorFlow's C++ logging: errors only, so test and benchmark output stays readable.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: build deps sysdeps models models-full test test-go test-py bench bench-tf bench-plugin run watch proto clean
+.PHONY: build deps sysdeps models models-full test test-go test-py bench bench-tf bench-plugin bench-e2e run watch proto clean
 
-## deps: the venv with pinned Python packages, the TensorFlow pkg-config file
-## and the Debian packages the tests use (idempotent).
-deps: $(PC) sysdeps
+## deps: the venv with pinned Python packages and the TensorFlow pkg-config file (idempotent).
+deps: $(PC)
 
 ## sysdeps: Mosquitto (the tests' broker) and ffmpeg (the ffmpeg sensor), from Debian.
 sysdeps:
@@ -68,7 +67,7 @@ $(MODELS)-full/.full: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
 ## test: every test, Go and Python.
 test: test-go test-py
 
-test-go: build models tfmodels/testdata/.fixtures run/inbox
+test-go: sysdeps build models tfmodels/testdata/.fixtures run/inbox
 	EDGEINFER_MODELS=$(CURDIR)/$(MODELS) go test -count=1 -timeout 30m ./...
 
 test-py: deps
@@ -79,11 +78,15 @@ tfmodels/testdata/.fixtures: $(VENV)/.installed tfmodels/testdata/make_fixtures.
 	touch $@
 
 ## bench: every benchmark.
-bench: bench-tf bench-plugin
+bench: bench-tf bench-plugin bench-e2e
 
 ## bench-plugin: the daemon -> plugin -> daemon round trip of a 640x480 frame, no inference.
 bench-plugin: deps
 	go run ./bench/plugin $(BENCH_PLUGIN_FLAGS)
+
+## bench-e2e: images over MQTT -> results over MQTT: edgeinferd vs a Python TensorFlow + paho service vs tfmodels alone.
+bench-e2e: build models
+	go run ./bench/e2e -python $(PY) -models $(MODELS) -bin $(BIN) $(BENCH_E2E_FLAGS)
 
 ## bench-tf: tfmodels vs Python TensorFlow on the same signatures (see BENCHMARKS.md).
 bench-tf: deps models models-full

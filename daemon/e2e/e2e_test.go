@@ -472,3 +472,18 @@ func TestAModelThatCannotLoadLeavesTheOtherPipelinesUntouched(t *testing.T) {
 		t.Fatalf("the waiting frame's file left its folder: %v", err)
 	}
 }
+
+func TestPluginsDoNotOutliveADaemonKilledWithSIGKILL(t *testing.T) {
+	p, w := run(t, setup{broker: mosquitto.Start(t), sensors: dirSensor(t.TempDir())})
+	plugin := w.serving(t, p, "lenet5", "digits").PID
+	p.cmd.Process.Kill()
+	<-p.done
+	waitFor(t, nil, 10*time.Second, fmt.Sprintf("plugin %d to end with the daemon", plugin), func() bool {
+		// Signal 0 only checks that the process exists; a zombie is gone
+		// too, for our purpose, so look at its state.
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", plugin))
+		return err != nil || strings.Contains(string(stat), ") Z ")
+	})
+	// The broker published the daemon's last will.
+	waitFor(t, nil, 10*time.Second, "the last will", func() bool { return w.last("status") == "offline" })
+}

@@ -190,7 +190,7 @@ func watch(t *testing.T, broker, prefix string) *watcher {
 	t.Helper()
 	w := &watcher{}
 	opts := paho.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("e2e-%d", time.Now().UnixNano())).
-		SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).SetOrderMatters(false)
+		SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).SetOrderMatters(true)
 	w.client = paho.NewClient(opts)
 	if tok := w.client.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
 		t.Fatalf("watcher: connect %s: %v", broker, tok.Error())

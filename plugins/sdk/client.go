@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -51,6 +52,9 @@ type Plugin struct {
 func Start(opts Options) (*Plugin, error) {
 	cmd := exec.Command(opts.Path, opts.Args...)
 	cmd.Env = append(os.Environ(), opts.Env...)
+	// If the daemon dies without stopping its plugins (SIGKILL, a crash),
+	// the kernel ends them too rather than leaving orphans.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr := opts.Stderr
 	if stderr == nil {
 		stderr = io.Discard
