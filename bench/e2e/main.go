@@ -4,8 +4,8 @@
 // same TensorFlow thread settings:
 //
 //   - limit: TensorFlow through tfmodels, in this process, no MQTT: decode
-//     with the daemon's own decoder (sensors.DecodeImage), preprocess as
-//     edgeinfer.toml says (the classify plugin's rules), Runner.Run, softmax
+//     with the daemon's own decoder (sensors.DecodeImage), preprocess with
+//     the plugins' own code (plugins/common/imageprep), Runner.Run, softmax
 //     and top-k, one frame after the other. No service answers a frame
 //     sooner; in a burst a service that decodes one frame while the model
 //     runs on another (two cores) can reach more frames/s than this loop.
@@ -67,6 +67,7 @@ import (
 
 	"github.com/edgeinfer/edgeinfer/daemon"
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
+	"github.com/edgeinfer/edgeinfer/plugins/common/imageprep"
 	"github.com/edgeinfer/edgeinfer/sensors"
 	"github.com/edgeinfer/edgeinfer/tfmodels"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
@@ -514,6 +515,7 @@ type limit struct {
 	model  *tfmodels.Model
 	runner *tfmodels.Runner
 	input  *tfmodels.Tensor // [1, height, width, channels], reused
+	rgb    []float32        // the resized frame, reused
 	topK   int
 }
 
@@ -570,7 +572,8 @@ func (l *limit) classify(data []byte) (string, map[string]float64, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	preprocess(x, rgb, w, h, l.man.Input)
+	l.rgb = imageprep.Resize(l.rgb, rgb, w, h, l.man.Input.Width, l.man.Input.Height)
+	imageprep.Normalize(x, l.rgb, l.man.Input)
 	t2 := time.Now()
 	outs, err := l.runner.Run(l.input)
 	if err != nil {
@@ -588,54 +591,6 @@ func (l *limit) classify(data []byte) (string, map[string]float64, error) {
 	ms := func(a, b time.Time) float64 { return float64(b.Sub(a)) / 1e6 }
 	timings := map[string]float64{"decode": ms(t0, t1), "preprocess": ms(t1, t2), "inference": ms(t2, t3), "postprocess": ms(t3, t4), "total": ms(t0, t4)}
 	return l.man.Labels[top[0]], timings, nil
-}
-
-// preprocess fills x (NHWC, batch 1) from a packed RGB frame as the classify
-// plugin does (plugins/classify/README.md): a bilinear resize with
-// half-pixel centres (tf.image.resize, no antialiasing; the identity when
-// the sizes match), luma for one channel, then (v * scale - mean) / std.
-func preprocess(x []float32, rgb []byte, w, h int, in manifest.Input) {
-	norm := func(v float32, c int) float32 { return float32((float64(v)*in.Scale - in.Mean[c]) / in.Std[c]) }
-	xs, ys := spans(w, in.Width), spans(h, in.Height)
-	for oy, sy := range ys {
-		top, bottom := rgb[sy.lo*w*3:], rgb[sy.hi*w*3:]
-		for ox, sx := range xs {
-			var px [3]float32
-			for c := range px {
-				t := lerp(top[sx.lo*3+c], top[sx.hi*3+c], sx.frac)
-				b := lerp(bottom[sx.lo*3+c], bottom[sx.hi*3+c], sx.frac)
-				px[c] = t + (b-t)*sy.frac
-			}
-			o := (oy*in.Width + ox) * in.Channels
-			if in.Channels == 1 {
-				x[o] = norm(float32(0.299*float64(px[0])+0.587*float64(px[1])+0.114*float64(px[2])), 0)
-				continue
-			}
-			for c := range px {
-				x[o+c] = norm(px[c], c)
-			}
-		}
-	}
-}
-
-func lerp(a, b byte, f float32) float32 { return float32(a) + (float32(b)-float32(a))*f }
-
-// span is where an output row or column samples the input: between lo and
-// hi, at fraction frac from lo.
-type span struct {
-	lo, hi int
-	frac   float32
-}
-
-func spans(in, out int) []span {
-	scale := float32(in) / float32(out)
-	s := make([]span, out)
-	for i := range s {
-		src := (float32(i)+0.5)*scale - 0.5
-		lo := int(math.Floor(float64(src)))
-		s[i] = span{lo: max(lo, 0), hi: min(lo+1, in-1), frac: src - float32(lo)}
-	}
-	return s
 }
 
 // topK returns the indices of the k best scores (softmax first if asked),

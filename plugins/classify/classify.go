@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeinfer/edgeinfer/plugins/common/imageprep"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/tfmodels"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
@@ -230,8 +231,8 @@ func (c *classifier) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error)
 	if err != nil {
 		return sdk.Result{}, err
 	}
-	c.rgb = resize(c.rgb, f.RGB, f.Width, f.Height, w, h)
-	normalize(x, c.rgb, c.man.Input)
+	c.rgb = imageprep.Resize(c.rgb, f.RGB, f.Width, f.Height, w, h)
+	imageprep.Normalize(x, c.rgb, c.man.Input)
 	preprocessed := time.Now()
 
 	scores, err := c.run()

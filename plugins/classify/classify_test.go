@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgeinfer/edgeinfer/plugins/common/imageprep"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/tfmodels"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
@@ -235,7 +236,7 @@ func TestResizeMatchesTensorFlow(t *testing.T) {
 			t.Fatalf("%s: reference shape %v", sizeName(s.w, s.h), shape)
 		}
 		got := make([]float32, len(want))
-		normalize(got, resize(nil, f.RGB, w, h, s.w, s.h), in)
+		imageprep.Normalize(got, imageprep.Resize(nil, f.RGB, w, h, s.w, s.h), in)
 		worst := 0.0
 		for i := range want {
 			worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
@@ -248,25 +249,6 @@ func TestResizeMatchesTensorFlow(t *testing.T) {
 }
 
 func sizeName(w, h int) string { return fmt.Sprintf("%dx%d", w, h) }
-
-// Gray is luma, and exact for a gray pixel.
-func TestNormalizeGrayIsLuma(t *testing.T) {
-	in := manifest.Input{Channels: 1, Scale: 1, Mean: []float64{0}, Std: []float64{1}}
-	x := make([]float32, 2)
-	normalize(x, []float32{200, 100, 50, 77.25, 77.25, 77.25}, in)
-	if want := float32(0.299*200 + 0.587*100 + 0.114*50); math.Abs(float64(x[0]-want)) > 1e-4 {
-		t.Errorf("luma of (200, 100, 50) = %v, want %v", x[0], want)
-	}
-	if x[1] != 77.25 {
-		t.Errorf("luma of gray 77.25 = %v, want it exactly", x[1])
-	}
-	in = manifest.Input{Channels: 3, Scale: 0.5, Mean: []float64{1, 2, 3}, Std: []float64{2, 4, 8}}
-	x = make([]float32, 3)
-	normalize(x, []float32{10, 20, 30}, in)
-	if x[0] != 2 || x[1] != 2 || x[2] != 1.5 {
-		t.Errorf("RGB (10, 20, 30) normalised to %v, want [2 2 1.5]", x)
-	}
-}
 
 // ResNet-50 on a camera-sized frame: the plugin's input tensor and scores
 // equal Python TensorFlow's for the same frame (tf.image.resize + the

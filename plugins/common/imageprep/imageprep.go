@@ -1,4 +1,9 @@
-package main
+// Package imageprep turns a packed RGB frame into a model's input values:
+// a bilinear resize computed exactly as TensorFlow's tf.image.resize does
+// (so a model sees what it saw in Python), and normalisation per the
+// model's edgeinfer.toml. Task plugins share it; bench/e2e uses it for its
+// in-process limit.
+package imageprep
 
 import (
 	"math"
@@ -29,11 +34,11 @@ func bilinearSpans(in, out int) []span {
 	return s
 }
 
-// resize returns the packed RGB frame (w x h) as float32 RGB values at
+// Resize returns the packed RGB frame (w x h) as float32 RGB values at
 // dw x dh, bilinearly interpolated like tf.image.resize(method="bilinear",
 // antialias=False). When the sizes match the values are the pixels
 // themselves. dst is reused when it is large enough.
-func resize(dst []float32, rgb []byte, w, h, dw, dh int) []float32 {
+func Resize(dst []float32, rgb []byte, w, h, dw, dh int) []float32 {
 	n := dw * dh * 3
 	dst = slices.Grow(dst[:0], n)[:n]
 	if w == dw && h == dh {
@@ -60,9 +65,9 @@ func resize(dst []float32, rgb []byte, w, h, dw, dh int) []float32 {
 	return dst
 }
 
-// normalize writes the model input (NHWC, batch 1) from RGB values: gray
+// Normalize writes the model input (NHWC, batch 1) from RGB values: gray
 // (luma) for one channel, RGB for three, then (v * scale - mean[c]) / std[c].
-func normalize(x, rgb []float32, in manifest.Input) {
+func Normalize(x, rgb []float32, in manifest.Input) {
 	norm := func(v float32, c int) float32 {
 		return float32((float64(v)*in.Scale - in.Mean[c]) / in.Std[c])
 	}
