@@ -97,12 +97,22 @@ func ToRGB(img image.Image) (w, h int, rgb []byte) {
 				o[3*x], o[3*x+1], o[3*x+2] = v, v, v
 			}
 		}
+	case *image.RGBA: // what the PNG decoder gives for opaque RGB
+		packRGBA(rgb, m.Pix[m.PixOffset(b.Min.X, b.Min.Y):], m.Stride, w, h)
 	default:
 		rgba := image.NewRGBA(image.Rect(0, 0, w, h))
 		draw.Draw(rgba, rgba.Bounds(), img, b.Min, draw.Src)
-		for i, j := 0, 0; i < len(rgba.Pix); i, j = i+4, j+3 {
-			rgb[j], rgb[j+1], rgb[j+2] = rgba.Pix[i], rgba.Pix[i+1], rgba.Pix[i+2]
-		}
+		packRGBA(rgb, rgba.Pix, rgba.Stride, w, h)
 	}
 	return w, h, rgb
+}
+
+// packRGBA drops the alpha bytes of w x h RGBA pixels into rgb.
+func packRGBA(rgb, pix []byte, stride, w, h int) {
+	for y := 0; y < h; y++ {
+		row, o := pix[y*stride:y*stride+4*w], rgb[y*w*3:]
+		for i, j := 0, 0; i < len(row); i, j = i+4, j+3 {
+			o[j], o[j+1], o[j+2] = row[i], row[i+1], row[i+2]
+		}
+	}
 }
