@@ -78,12 +78,21 @@ func (p *pipeline) drain() { close(p.drainCh) }
 func (p *pipeline) run(ctx context.Context) {
 	defer p.stopPlugin()
 	p.ensurePlugin(ctx)
+	// An idle pipeline notices a dead plugin within a second and restarts
+	// it, rather than at its next frame.
+	check := time.NewTicker(time.Second)
+	defer check.Stop()
 	for {
 		var j *job
 		select {
 		case j = <-p.queue:
 		case <-p.liveSig:
 			j = p.takeLive()
+		case <-check.C:
+			if p.plugin != nil && p.plugin.Exited() {
+				p.pluginDied(errors.New("the process exited while idle"), "")
+				p.ensurePlugin(ctx)
+			}
 		case <-p.drainCh:
 			for {
 				select {
@@ -162,18 +171,31 @@ func (p *pipeline) infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 		if !errors.Is(err, sdk.ErrPluginExited) {
 			return res, err
 		}
-		pid := p.plugin.Pid()
-		p.plugin.Kill()
-		p.plugin = nil
-		p.restartCount.Add(1)
-		p.d.log.Error("plugin process died; restarting it", "pipeline", p.name, "pid", pid, "err", err)
-		p.d.event(Event{Type: EventPluginRestarted, Pipeline: p.name, Model: p.cfg.Model,
-			Message: fmt.Sprintf("plugin process %d of pipeline %s died (%v); restarting it and retrying frame %d", pid, p.name, err, f.Seq),
-			Attrs:   map[string]any{"pid": pid, "seq": f.Seq, "attempt": attempt + 1}})
+		p.pluginDied(err, fmt.Sprintf("retrying frame %d", f.Seq), "seq", f.Seq, "attempt", attempt+1)
 		if attempt >= p.cfg.Retries {
 			return sdk.Result{}, fmt.Errorf("the plugin died %d times on this frame; giving up on it: %w", attempt+1, err)
 		}
 	}
+}
+
+// pluginDied forgets a plugin whose process is gone and publishes a
+// plugin_restarted event (ensurePlugin starts the new one). then says what
+// happens next, attrs are added to the event.
+func (p *pipeline) pluginDied(err error, then string, attrs ...any) {
+	pid := p.plugin.Pid()
+	p.plugin.Kill()
+	p.plugin = nil
+	p.restartCount.Add(1)
+	p.d.log.Error("plugin process died; restarting it", "pipeline", p.name, "pid", pid, "err", err)
+	msg := fmt.Sprintf("plugin process %d of pipeline %s died (%v); restarting it", pid, p.name, err)
+	if then != "" {
+		msg += " and " + then
+	}
+	e := Event{Type: EventPluginRestarted, Pipeline: p.name, Model: p.cfg.Model, Message: msg, Attrs: map[string]any{"pid": pid}}
+	for i := 0; i+1 < len(attrs); i += 2 {
+		e.Attrs[attrs[i].(string)] = attrs[i+1]
+	}
+	p.d.event(e)
 }
 
 // ensurePlugin starts the plugin and loads the newest model version,

@@ -487,3 +487,20 @@ func TestPluginsDoNotOutliveADaemonKilledWithSIGKILL(t *testing.T) {
 	// The broker published the daemon's last will.
 	waitFor(t, nil, 10*time.Second, "the last will", func() bool { return w.last("status") == "offline" })
 }
+
+func TestAnIdlePluginThatDiesIsRestartedWithoutWaitingForAFrame(t *testing.T) {
+	p, w := run(t, setup{broker: mosquitto.Start(t), sensors: dirSensor(t.TempDir())})
+	first := w.serving(t, p, "lenet5", "digits").PID
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, p, 30*time.Second, "a new plugin serving", func() bool {
+		st, _ := w.model(t, "lenet5")
+		ps := st.Pipelines["digits"]
+		return ps.State == "serving" && ps.PID != first && ps.PID != 0 && ps.Restarts == 1
+	})
+	ev := w.eventsOf(t, daemon.EventPluginRestarted)
+	if len(ev) != 1 || !strings.Contains(ev[0].Message, fmt.Sprintf("plugin process %d of pipeline digits died", first)) {
+		t.Fatalf("plugin_restarted events: %+v", ev)
+	}
+}
