@@ -39,6 +39,10 @@ type Daemon struct {
 
 	modelsMu sync.Mutex
 	models   map[string]*ModelState
+
+	// publishing counts results not yet acknowledged by the broker; their
+	// frames finish when they are.
+	publishing sync.WaitGroup
 }
 
 // New prepares a daemon for cfg; Run starts it.
@@ -173,6 +177,9 @@ func (d *Daemon) shutdown(workers *sync.WaitGroup, stopWork context.CancelFunc) 
 	}
 	workers.Wait()
 	stopWork()
+	if !waitTimeout(&d.publishing, 10*time.Second) {
+		d.log.Warn("results still unacknowledged by the broker after 10s; their inputs are kept for the next start")
+	}
 	d.publishStats()
 	d.modelsMu.Lock()
 	for _, st := range d.models {
@@ -257,6 +264,18 @@ func (d *Daemon) publishStats() {
 		st.Sensors[name] = s.stats()
 	}
 	d.publishJSON(d.topic("stats"), true, st)
+}
+
+// waitTimeout waits for wg, at most d; it reports whether wg finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 func trimNewline(b []byte) []byte {

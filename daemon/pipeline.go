@@ -15,6 +15,7 @@ import (
 	"github.com/edgeinfer/edgeinfer/daemon/config"
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
+	"github.com/edgeinfer/edgeinfer/sensors"
 )
 
 // pipeline runs one model on one sensor's frames, in its own plugin process.
@@ -150,13 +151,23 @@ func (p *pipeline) process(ctx context.Context, j *job) {
 		j.track.done(fmt.Errorf("encode result: %w", err))
 		return
 	}
-	p.d.bus.Publish(p.d.topic(p.name, "result"), p.d.cfg.MQTT.RetainResults, b)
+	// The frame is finished (its file moved to done/, its MQTT message
+	// acknowledged) only once the broker has the result, so a crash in
+	// between loses nothing: the input is processed again.
+	p.d.publishing.Add(1)
+	p.d.bus.PublishThen(p.d.topic(p.name, "result"), p.d.cfg.MQTT.RetainResults, b, func(err error) {
+		defer p.d.publishing.Done()
+		if err != nil {
+			j.track.done(fmt.Errorf("result not published: %v: %w", err, sensors.ErrUnfinished))
+			return
+		}
+		j.track.done(nil)
+	})
 	p.results.Add(1)
 	p.record(r.Timings.Total)
 	if p.d.cfg.Log.Results {
 		p.d.log.Info("result", "pipeline", p.name, "source", f.Source, "output", string(res.Output), "total_ms", r.Timings.Total)
 	}
-	j.track.done(nil)
 }
 
 // infer runs a frame, restarting the plugin if its process died, up to

@@ -45,7 +45,7 @@ func (t *tracker) done(err error) {
 
 var (
 	errSkipped  = errors.New("skipped: a newer live frame replaced it")
-	errStopping = fmt.Errorf("edgeinferd is stopping: %w", sensors.ErrStopped)
+	errStopping = fmt.Errorf("edgeinferd is stopping: %w", sensors.ErrUnfinished)
 )
 
 // sensorSink is the sensors.Sink of one sensor: it fans frames out to the

@@ -40,10 +40,12 @@ type Frame struct {
 // acknowledge its input (move the file to done/, for example).
 func (f *Frame) OnDone(fn func(err error)) { f.done = fn }
 
-// ErrStopped is wrapped by the error a frame finishes with when edgeinferd
-// stopped before every pipeline had processed it: a lossless sensor keeps
-// the input (leaves the file in place) so that the next start processes it.
-var ErrStopped = errors.New("not processed: edgeinferd stopped")
+// ErrUnfinished is wrapped by the error a frame finishes with when it was
+// not processed to the end (edgeinferd stopped first, or its result could not
+// be handed to the broker): a lossless sensor keeps the input (leaves the
+// file in place, does not acknowledge the message) so that it is processed
+// again.
+var ErrUnfinished = errors.New("not finished: the input is kept for another try")
 
 // Finish is called by the router when the last pipeline is done with f.
 func (f *Frame) Finish(err error) {
@@ -58,7 +60,7 @@ type Sink interface {
 	// Deliver hands a frame to every pipeline of the sensor and waits until
 	// each has queued it (lossless). It returns an error if ctx ends first
 	// or the daemon is stopping; the frame is then not finished if no
-	// pipeline took it, or finished with ErrStopped if some did.
+	// pipeline took it, or finished with ErrUnfinished if some did.
 	Deliver(ctx context.Context, f *Frame) error
 	// Offer hands a frame to every pipeline without waiting (live): a busy
 	// pipeline replaces its pending frame and counts the skipped one.

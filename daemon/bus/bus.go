@@ -141,6 +141,21 @@ func (b *Bus) Publish(topic string, retain bool, payload []byte) {
 	}()
 }
 
+// PublishThen sends payload without waiting and calls then once the broker
+// has it (QoS 1, 2) or it is written (QoS 0), or with the error.
+func (b *Bus) PublishThen(topic string, retain bool, payload []byte, then func(error)) {
+	tok := b.client.Publish(topic, b.qos, retain, payload)
+	go func() {
+		<-tok.Done()
+		if err := tok.Error(); err != nil {
+			b.log.Warn("mqtt publish failed", "topic", topic, "err", err)
+			then(err)
+			return
+		}
+		then(nil)
+	}()
+}
+
 // PublishWait sends payload and waits until the broker has it (for QoS 1
 // and 2) or timeout passes.
 func (b *Bus) PublishWait(topic string, retain bool, payload []byte, timeout time.Duration) error {

@@ -305,7 +305,7 @@ func (s *sensor) read(path string, size int64) (w, h int, rgb []byte, err error)
 // and ends its time in flight. It runs from a frame's OnDone, possibly after
 // Run has returned, and never overwrites a file already in the folder.
 func (s *sensor) finish(sink sensors.Sink, name string, err error) {
-	if errors.Is(err, sensors.ErrStopped) {
+	if errors.Is(err, sensors.ErrUnfinished) {
 		s.setInFlight(name, false) // left in place for the next start
 		return
 	}

@@ -311,7 +311,7 @@ func TestFileIsMovedToFailedWhenAPipelineFails(t *testing.T) {
 
 func TestAFileNotProcessedBecauseTheDaemonStoppedStaysInPlace(t *testing.T) {
 	inbox := t.TempDir()
-	sink := &sensortest.Sink{OnFrame: finishWith(fmt.Errorf("stopping: %w", sensors.ErrStopped))}
+	sink := &sensortest.Sink{OnFrame: finishWith(fmt.Errorf("stopping: %w", sensors.ErrUnfinished))}
 	start(t, inbox, `settle = "50ms"`, sink)
 	data, _ := sensortest.PNG(t, 16, 16, 1)
 	write(t, filepath.Join(inbox, "a.png"), data)
