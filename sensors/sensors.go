@@ -89,8 +89,12 @@ type Env struct {
 	Logger *slog.Logger // already carries sensor=<name>
 	// Subscribe subscribes to an MQTT topic on the daemon's connection
 	// (the mqtt sensor uses it); handler runs on the client's goroutine and
-	// may block to apply back-pressure. Topic is the full topic.
-	Subscribe func(topic string, handler func(topic string, payload []byte)) error
+	// may block to apply back-pressure. Topic is the full topic. ack
+	// acknowledges the message to the broker: call it once the message is
+	// dealt with (its frame finished, or refused as bad input). A message
+	// never acknowledged is delivered again after a reconnect or a restart
+	// (QoS 1 and 2, persistent session).
+	Subscribe func(topic string, handler func(topic string, payload []byte, ack func())) error
 	// Prefix is the daemon's MQTT topic prefix (edgeinfer/<device>).
 	Prefix string
 }

@@ -63,7 +63,8 @@ func New(opts Options) (*Bus, error) {
 		SetConnectTimeout(opts.ConnectTimeout).
 		SetAutoReconnect(true).
 		SetMaxReconnectInterval(30 * time.Second).
-		SetCleanSession(true).
+		SetCleanSession(false). // the broker keeps unacknowledged input for the next connection
+		SetAutoAckDisabled(true).
 		SetOrderMatters(true).
 		SetWriteTimeout(30 * time.Second)
 	if opts.Username != "" {
@@ -168,9 +169,11 @@ func (b *Bus) PublishWait(topic string, retain bool, payload []byte, timeout tim
 
 // Subscribe subscribes to topic now and after every reconnect. handler runs
 // on the client's goroutine, in order; it may block, which holds back the
-// next messages (back-pressure for lossless inputs).
-func (b *Bus) Subscribe(topic string, handler func(topic string, payload []byte)) error {
-	h := func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload()) }
+// next messages (back-pressure for lossless inputs). The handler's ack
+// acknowledges the message: until it is called, the broker keeps the
+// message and delivers it again to the next session (QoS 1 and 2).
+func (b *Bus) Subscribe(topic string, handler func(topic string, payload []byte, ack func())) error {
+	h := func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload(), m.Ack) }
 	b.mu.Lock()
 	b.subs[topic] = h
 	b.mu.Unlock()

@@ -44,7 +44,7 @@ func connect(t *testing.T, o Options) *Bus {
 func roundTrip(t *testing.T, pub, sub *Bus, topic string) {
 	t.Helper()
 	got := make(chan string, 10)
-	if err := sub.Subscribe(topic, func(_ string, p []byte) { got <- string(p) }); err != nil {
+	if err := sub.Subscribe(topic, func(_ string, p []byte, ack func()) { ack(); got <- string(p) }); err != nil {
 		t.Fatal(err)
 	}
 	want := fmt.Sprint(time.Now().UnixNano())
@@ -68,7 +68,7 @@ func TestReconnectsAndSubscribesAgainAfterTheBrokerRestarts(t *testing.T) {
 	o.OnConnect = func() { connects.Add(1) }
 	b := connect(t, o)
 	got := make(chan string, 10)
-	if err := b.Subscribe("bus/in", func(_ string, p []byte) { got <- string(p) }); err != nil {
+	if err := b.Subscribe("bus/in", func(_ string, p []byte, ack func()) { ack(); got <- string(p) }); err != nil {
 		t.Fatal(err)
 	}
 	other := connect(t, options(broker.URL))

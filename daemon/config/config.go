@@ -377,7 +377,7 @@ func (c *Config) NewSensor(name string, env sensors.Env) (sensors.Sensor, error)
 	}
 	env.Limits = sensors.Limits{MaxBytes: c.Limits.MaxBytes, MaxPixels: c.Limits.MaxPixels, MinSide: c.Limits.MinSide}
 	if env.Subscribe == nil {
-		env.Subscribe = func(string, func(string, []byte)) error { return errors.New("not connected") }
+		env.Subscribe = func(string, func(string, []byte, func())) error { return errors.New("not connected") }
 	}
 	decode := func(v any) error {
 		if err := c.md.PrimitiveDecode(s.prim, v); err != nil {

@@ -504,3 +504,55 @@ func TestAnIdlePluginThatDiesIsRestartedWithoutWaitingForAFrame(t *testing.T) {
 		t.Fatalf("plugin_restarted events: %+v", ev)
 	}
 }
+
+func TestImagesOnTheInputTopicSurviveADaemonKilledWithSIGKILL(t *testing.T) {
+	broker := mosquitto.Start(t)
+	prefix := "e2e/" + strings.ReplaceAll(t.Name(), "/", "_")
+	s := setup{broker: broker, sensors: fmt.Sprintf("[sensors.inbox]\nkind = \"mqtt\"\ntopic = %q\n", prefix+"/in/inbox/+")}
+	config := s.config(t, prefix)
+	first := start(t, config)
+	w := watch(t, broker, prefix)
+	w.serving(t, first, "lenet5", "digits")
+	ds := digits(t)
+	for _, d := range ds {
+		w.publish(t, prefix+"/in/inbox/"+d.name, d.png) // the broker has each one now
+	}
+	waitFor(t, first, 60*time.Second, "40 results", func() bool { return len(w.all("digits/result")) >= 40 })
+	first.cmd.Process.Kill()
+	<-first.done
+	before := len(w.all("digits/result"))
+
+	// The same daemon (same client id) starts again: the broker hands it
+	// every image whose result the first one had not published.
+	second := start(t, config)
+	results := func() map[int][]daemon.Result {
+		byDigit := map[int][]daemon.Result{}
+		for _, r := range w.results(t, "digits") {
+			topic, _, _ := strings.Cut(r.Source, "#")
+			byDigit[indexOfName(topic)] = append(byDigit[indexOfName(topic)], r)
+		}
+		return byDigit
+	}
+	waitFor(t, second, 90*time.Second, "a result for every image", func() bool { return len(results()) == len(ds) })
+	time.Sleep(500 * time.Millisecond)
+	byDigit := results()
+	var firsts []daemon.Result
+	again := 0
+	for i := range ds {
+		rs := byDigit[i]
+		if len(rs) == 0 {
+			t.Fatalf("%s: no result", ds[i].name)
+		}
+		again += len(rs) - 1
+		firsts = append(firsts, rs[0])
+	}
+	total := len(w.all("digits/result"))
+	t.Logf("%d results before the SIGKILL, %d in all; %d images processed twice (in flight at the kill)", before, total, again)
+	if again > 40 {
+		t.Fatalf("%d images processed twice: more than were in flight", again)
+	}
+	acc := checkDigits(t, firsts, ds, func(r daemon.Result) int { topic, _, _ := strings.Cut(r.Source, "#"); return indexOfName(topic) })
+	if acc < 0.95 {
+		t.Fatalf("accuracy %.3f", acc)
+	}
+}

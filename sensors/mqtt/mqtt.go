@@ -81,8 +81,8 @@ func (s *sensor) Run(ctx context.Context, sink sensors.Sink) error {
 	if s.env.Subscribe == nil {
 		return errors.New("no MQTT connection to subscribe with (Env.Subscribe is nil)")
 	}
-	err := s.env.Subscribe(s.topic, func(topic string, payload []byte) {
-		s.handle(ctx, sink, topic, payload)
+	err := s.env.Subscribe(s.topic, func(topic string, payload []byte, ack func()) {
+		s.handle(ctx, sink, topic, payload, ack)
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to %q: %w", s.topic, err)
@@ -94,17 +94,21 @@ func (s *sensor) Run(ctx context.Context, sink sensors.Sink) error {
 
 // handle turns one message into a frame. It runs on the MQTT client's
 // goroutine and blocks in Deliver until the pipelines have taken the frame.
-func (s *sensor) handle(ctx context.Context, sink sensors.Sink, topic string, payload []byte) {
+// The message is acknowledged once its frame is finished (or refused as bad
+// input); one left unfinished is not, so the broker delivers it again.
+func (s *sensor) handle(ctx context.Context, sink sensors.Sink, topic string, payload []byte, ack func()) {
 	if ctx.Err() != nil {
 		return // Run has returned: no more frames
 	}
 	if limit := s.limits.MaxBytes; limit > 0 && len(payload) > limit {
 		sink.BadInput(topic, fmt.Errorf("payload of %d bytes is over max_bytes %d", len(payload), limit))
+		ack()
 		return
 	}
 	w, h, rgb, err := sensors.DecodeImage(payload, s.limits)
 	if err != nil {
 		sink.BadInput(topic, err)
+		ack()
 		return
 	}
 	seq := s.seq.Add(1)
@@ -117,6 +121,11 @@ func (s *sensor) handle(ctx context.Context, sink sensors.Sink, topic string, pa
 		Height: h,
 		RGB:    rgb,
 	}
+	f.OnDone(func(err error) {
+		if !errors.Is(err, sensors.ErrUnfinished) {
+			ack()
+		}
+	})
 	if err := sink.Deliver(ctx, f); err != nil {
 		s.env.Logger.Debug("frame not delivered", "source", f.Source, "err", err)
 	}

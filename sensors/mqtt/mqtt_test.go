@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,11 +20,12 @@ import (
 type broker struct {
 	mu      sync.Mutex
 	topic   string
-	handler func(topic string, payload []byte)
+	handler func(topic string, payload []byte, ack func())
 	err     error // returned by Subscribe
+	acked   []string
 }
 
-func (b *broker) subscribe(topic string, handler func(string, []byte)) error {
+func (b *broker) subscribe(topic string, handler func(string, []byte, func())) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.topic, b.handler = topic, handler
@@ -42,11 +45,22 @@ func (b *broker) subscribed(t *testing.T) string {
 	return b.topic
 }
 
-// publish hands a message to the sensor's handler, as the MQTT client would.
+// publish hands a message to the sensor's handler, as the MQTT client would;
+// its ack records the topic.
 func (b *broker) publish(t *testing.T, topic string, payload []byte) {
 	t.Helper()
 	b.subscribed(t)
-	b.handler(topic, payload)
+	b.handler(topic, payload, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.acked = append(b.acked, topic)
+	})
+}
+
+func (b *broker) acks() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.acked)
 }
 
 // start builds a sensor from body and runs it until the test ends.
@@ -160,6 +174,26 @@ func TestImagesBecomeFramesAndBadPayloadsBadInputs(t *testing.T) {
 	}
 	if bad[1].Source != "cams/yard" || !errors.Is(bad[1].Err, sensors.ErrBadImage) {
 		t.Errorf("bad input 1 = %q %v, want the text payload as a bad image", bad[1].Source, bad[1].Err)
+	}
+}
+
+func TestAMessageIsAcknowledgedOnceItsFrameIsFinishedOrRefused(t *testing.T) {
+	b, sink := start(t, `topic = "in/+"`)
+	data, _ := sensortest.PNG(t, 16, 16, 1)
+	b.publish(t, "in/bad", []byte("not an image"))
+	if got := b.acks(); !slices.Equal(got, []string{"in/bad"}) {
+		t.Fatalf("after a bad input: acks %v, want [in/bad]", got)
+	}
+	b.publish(t, "in/good", data)
+	b.publish(t, "in/kept", data)
+	if got := b.acks(); len(got) != 1 {
+		t.Fatalf("acked before the frames finished: %v", got)
+	}
+	frames := sink.Frames()
+	frames[0].Finish(nil)
+	frames[1].Finish(fmt.Errorf("daemon stopping: %w", sensors.ErrUnfinished))
+	if got := b.acks(); !slices.Equal(got, []string{"in/bad", "in/good"}) {
+		t.Fatalf("acks %v, want [in/bad in/good]: an unfinished frame's message stays unacknowledged", got)
 	}
 }
 
