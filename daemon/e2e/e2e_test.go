@@ -556,3 +556,40 @@ func TestImagesOnTheInputTopicSurviveADaemonKilledWithSIGKILL(t *testing.T) {
 		t.Fatalf("accuracy %.3f", acc)
 	}
 }
+
+func TestFilesSurviveADaemonKilledWithSIGKILL(t *testing.T) {
+	broker := mosquitto.Start(t)
+	prefix := "e2e/" + strings.ReplaceAll(t.Name(), "/", "_")
+	inbox := t.TempDir()
+	config := setup{broker: broker, sensors: dirSensor(inbox)}.config(t, prefix)
+	first := start(t, config)
+	w := watch(t, broker, prefix)
+	w.serving(t, first, "lenet5", "digits")
+	ds := digits(t)
+	dropDigits(t, inbox, ds)
+	waitFor(t, first, 60*time.Second, "40 results", func() bool { return len(w.all("digits/result")) >= 40 })
+	first.cmd.Process.Kill()
+	<-first.done
+
+	second := start(t, config) // takes the files still in the inbox
+	waitFor(t, second, 90*time.Second, "every file in done/", func() bool {
+		done, _ := filepath.Glob(filepath.Join(inbox, "done", "digit-*.png"))
+		return len(done) == len(ds)
+	})
+	time.Sleep(500 * time.Millisecond)
+	seen := map[int]int{}
+	for _, r := range w.results(t, "digits") {
+		seen[indexOfName(r.Source)]++
+	}
+	again := 0
+	for i := range ds {
+		if seen[i] == 0 {
+			t.Fatalf("%s: in done/ without a result", ds[i].name)
+		}
+		again += seen[i] - 1
+	}
+	t.Logf("%d images processed twice (in flight at the kill)", again)
+	if again > 20 {
+		t.Fatalf("%d images processed twice: more than were in flight", again)
+	}
+}
