@@ -120,6 +120,10 @@ func (p *pipeline) process(ctx context.Context, j *job) {
 	started := time.Now()
 	res, err := p.infer(ctx, sdk.Frame{Seq: f.Seq, Width: f.Width, Height: f.Height, RGB: f.RGB})
 	finished := time.Now()
+	if errors.Is(err, sensors.ErrUnfinished) { // stopping: the sensor keeps the input
+		j.track.done(err)
+		return
+	}
 	if err != nil {
 		p.failed.Add(1)
 		ev := Event{Type: EventInferenceFailed, Pipeline: p.name, Sensor: f.Sensor, Model: p.cfg.Model, Source: f.Source,

@@ -46,9 +46,24 @@ type Bus struct {
 	broker  string
 	timeout time.Duration
 
-	mu   sync.Mutex
-	subs map[string]paho.MessageHandler
+	mu    sync.Mutex
+	subs  map[string]paho.MessageHandler
+	early []earlyMessage
 }
+
+// earlyMessage is a message of the persistent session that arrived before
+// the subscription it belongs to was made again: right after connecting,
+// the broker sends what the last session left unacknowledged, before the
+// sensors have subscribed. Subscribe hands it to its handler.
+type earlyMessage struct {
+	msg paho.Message
+	at  time.Time
+}
+
+// staleAfter is how long an early message waits for a subscription; after
+// that no sensor takes its topic any more (the config changed) and it is
+// acknowledged and dropped, so that it does not block the session.
+const staleAfter = time.Minute
 
 // New prepares a client; Connect connects it.
 func New(opts Options) (*Bus, error) {
@@ -66,7 +81,8 @@ func New(opts Options) (*Bus, error) {
 		SetCleanSession(false). // the broker keeps unacknowledged input for the next connection
 		SetAutoAckDisabled(true).
 		SetOrderMatters(true).
-		SetWriteTimeout(30 * time.Second)
+		SetWriteTimeout(30 * time.Second).
+		SetDefaultPublishHandler(b.unrouted)
 	if opts.Username != "" {
 		o.SetUsername(opts.Username).SetPassword(opts.Password)
 	}
@@ -181,7 +197,86 @@ func (b *Bus) Subscribe(topic string, handler func(topic string, payload []byte,
 	if !tok.WaitTimeout(10 * time.Second) {
 		return fmt.Errorf("mqtt subscribe %s: no answer within 10s", topic)
 	}
-	return tok.Error()
+	if err := tok.Error(); err != nil {
+		return err
+	}
+	if early := b.takeEarly(topic); len(early) > 0 {
+		b.log.Info("mqtt: handing over messages left from the last session", "topic", topic, "messages", len(early))
+		go func() {
+			for _, m := range early {
+				h(b.client, m)
+			}
+		}()
+	}
+	return nil
+}
+
+// unrouted keeps a message no subscription of this session took (yet).
+func (b *Bus) unrouted(_ paho.Client, m paho.Message) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.early) == 0 {
+		time.AfterFunc(staleAfter+time.Second, b.dropStale)
+	}
+	b.early = append(b.early, earlyMessage{msg: m, at: time.Now()})
+}
+
+// takeEarly removes and returns the early messages on topics filter matches.
+func (b *Bus) takeEarly(filter string) []paho.Message {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var mine []paho.Message
+	kept := b.early[:0]
+	for _, e := range b.early {
+		if matches(filter, e.msg.Topic()) {
+			mine = append(mine, e.msg)
+		} else {
+			kept = append(kept, e)
+		}
+	}
+	b.early = kept
+	return mine
+}
+
+// dropStale acknowledges and drops early messages nobody subscribed to.
+func (b *Bus) dropStale() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	kept := b.early[:0]
+	for _, e := range b.early {
+		if time.Since(e.at) < staleAfter {
+			kept = append(kept, e)
+			continue
+		}
+		b.log.Warn("mqtt: dropping a message no subscription takes any more", "topic", e.msg.Topic())
+		e.msg.Ack()
+	}
+	b.early = kept
+	if len(b.early) > 0 {
+		time.AfterFunc(staleAfter, b.dropStale)
+	}
+}
+
+// matches reports whether an MQTT topic filter (with + and #, and maybe a
+// $share/<group>/ prefix) matches a topic.
+func matches(filter, topic string) bool {
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		if _, f, ok := strings.Cut(rest, "/"); ok {
+			filter = f
+		}
+	}
+	fs, ts := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, f := range fs {
+		switch {
+		case f == "#":
+			return true
+		case i >= len(ts):
+			return false
+		case f != "+" && f != ts[i]:
+			return false
+		}
+	}
+	return len(fs) == len(ts)
 }
 
 func (b *Bus) resubscribe() {

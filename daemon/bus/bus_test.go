@@ -204,3 +204,65 @@ func newCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey
 	}
 	return cert, key
 }
+
+func TestMessagesLeftFromTheLastSessionReachTheNewSubscription(t *testing.T) {
+	broker := mosquitto.StartBroker(t)
+	pub := connect(t, options(broker.URL))
+	o := options(broker.URL)
+	o.ClientID = "persistent"
+
+	// The first session takes a message and dies before acknowledging it.
+	first := connect(t, o)
+	got := make(chan string, 10)
+	if err := first.Subscribe("in/+", func(_ string, p []byte, _ func()) { got <- string(p) }); err != nil {
+		t.Fatal(err)
+	}
+	pub.PublishWait("in/a", false, []byte("taken, not acknowledged"), 5*time.Second)
+	if p := <-got; p != "taken, not acknowledged" {
+		t.Fatalf("got %q", p)
+	}
+	first.Close(0)
+	pub.PublishWait("in/b", false, []byte("sent while away"), 5*time.Second)
+
+	// The next session connects; the broker sends both at once, before the
+	// subscription is made again. Subscribe hands them over.
+	second := connect(t, o)
+	time.Sleep(300 * time.Millisecond)
+	again := make(chan string, 10)
+	if err := second.Subscribe("in/+", func(_ string, p []byte, ack func()) { ack(); again <- string(p) }); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"taken, not acknowledged": true, "sent while away": true}
+	for len(want) > 0 {
+		select {
+		case p := <-again:
+			if !want[p] {
+				t.Fatalf("unexpected %q", p)
+			}
+			delete(want, p)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("never delivered: %v", want)
+		}
+	}
+}
+
+func TestTopicFilters(t *testing.T) {
+	for _, tc := range []struct {
+		filter, topic string
+		want          bool
+	}{
+		{"a/b", "a/b", true},
+		{"a/b", "a/c", false},
+		{"a/+", "a/b", true},
+		{"a/+", "a/b/c", false},
+		{"a/#", "a/b/c", true},
+		{"a/#", "a", true}, // "#" also matches the parent level (MQTT 3.1.1, 4.7.1.2)
+		{"+/b", "a/b", true},
+		{"$share/g/a/+", "a/b", true},
+		{"a/b/c", "a/b", false},
+	} {
+		if got := matches(tc.filter, tc.topic); got != tc.want {
+			t.Errorf("matches(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
+		}
+	}
+}
