@@ -44,8 +44,9 @@ type Plugin struct {
 	rpc    taskpb.TaskClient
 	copy   bool
 
-	mu  sync.Mutex
-	shm shmWriter
+	mu     sync.Mutex
+	shm    shmWriter
+	stream grpc.BidiStreamingClient[taskpb.InferRequest, taskpb.InferResponse] // opened at the first Infer
 }
 
 // Start starts the plugin binary and completes the handshake.
@@ -140,12 +141,34 @@ func (p *Plugin) Infer(ctx context.Context, f Frame) (Result, error) {
 			Path: p.shm.path, Size: uint64(len(p.shm.data)), Length: uint64(len(f.RGB)),
 		}}
 	}
-	res, err := p.rpc.Infer(ctx, req)
-	if err != nil {
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	if p.stream == nil {
+		// The stream lives as long as the plugin, not as one call's ctx.
+		stream, err := p.rpc.Infer(context.Background())
+		if err != nil {
+			return Result{}, p.wrap(err)
+		}
+		p.stream = stream
+	}
+	if err := p.stream.Send(req); err != nil {
+		p.stream = nil
 		return Result{}, p.wrap(err)
 	}
-	return Result{
-		Output: json.RawMessage(res.OutputJson),
+	res, err := p.stream.Recv()
+	if err != nil {
+		p.stream = nil
+		return Result{}, p.wrap(err)
+	}
+	if res.Error != "" {
+		if res.BadFrame {
+			// The plugin's message already says "bad frame: ...".
+			return Result{}, &remoteError{msg: res.Error, kind: ErrBadFrame}
+		}
+		return Result{}, errors.New(res.Error)
+	}
+	return Result{Output: json.RawMessage(res.OutputJson),
 		Timings: Timings{
 			Preprocess:  time.Duration(res.PreprocessNs),
 			Inference:   time.Duration(res.InferenceNs),
@@ -154,21 +177,13 @@ func (p *Plugin) Infer(ctx context.Context, f Frame) (Result, error) {
 	}, nil
 }
 
-// wrap turns a gRPC error into the SDK's: the plugin's own message, marked
-// ErrBadFrame or ErrPluginExited where that applies. Errors the plugin
-// returned itself (bad frame, load or model failure) come back at once; any
-// other is a transport error, and the process is given a moment to be seen
-// as exited.
+// wrap turns a gRPC error into the SDK's. Load's own error comes back at
+// once with the plugin's message; any other is a transport error, and the
+// process is given a moment to be seen as exited (ErrPluginExited).
 func (p *Plugin) wrap(err error) error {
 	st, _ := status.FromError(err)
-	switch st.Code() {
-	case codes.InvalidArgument:
-		// The plugin's message already says "bad frame: ...".
-		return &remoteError{msg: st.Message(), kind: ErrBadFrame}
-	case codes.FailedPrecondition, codes.Internal:
-		if !p.client.Exited() {
-			return errors.New(st.Message())
-		}
+	if st.Code() == codes.FailedPrecondition && !p.client.Exited() {
+		return errors.New(st.Message()) // Load's own error
 	}
 	if p.waitExited() {
 		return fmt.Errorf("%w: %s", ErrPluginExited, st.Message())

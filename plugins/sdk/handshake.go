@@ -6,7 +6,7 @@ import (
 
 // ProtocolVersion is the version of proto/task.proto. A daemon and a plugin
 // built with different versions refuse each other at the handshake.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // Handshake is shared by the daemon and every plugin. The cookie only stops a
 // plugin binary from being run by hand by mistake; it is not security.

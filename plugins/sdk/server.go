@@ -70,7 +70,24 @@ func (s *server) Load(ctx context.Context, req *taskpb.LoadRequest) (*taskpb.Loa
 	}, nil
 }
 
-func (s *server) Infer(ctx context.Context, req *taskpb.InferRequest) (*taskpb.InferResponse, error) {
+// Infer serves the daemon's stream of frames, one at a time.
+func (s *server) Infer(stream grpc.BidiStreamingServer[taskpb.InferRequest, taskpb.InferResponse]) error {
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(s.infer(stream.Context(), req)); err != nil {
+			return err
+		}
+	}
+}
+
+// infer runs one frame; the task's error goes into the response.
+func (s *server) infer(ctx context.Context, req *taskpb.InferRequest) *taskpb.InferResponse {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := Frame{Seq: req.Seq, Width: int(req.Width), Height: int(req.Height)}
@@ -78,7 +95,7 @@ func (s *server) Infer(ctx context.Context, req *taskpb.InferRequest) (*taskpb.I
 	case *taskpb.InferRequest_Shared:
 		rgb, err := s.shm.view(px.Shared.Path, px.Shared.Size, px.Shared.Length)
 		if err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
+			return &taskpb.InferResponse{Error: err.Error()}
 		}
 		f.RGB = rgb
 	case *taskpb.InferRequest_Rgb:
@@ -86,16 +103,12 @@ func (s *server) Infer(ctx context.Context, req *taskpb.InferRequest) (*taskpb.I
 	}
 	res, err := s.impl.Infer(ctx, f)
 	if err != nil {
-		code := codes.Internal
-		if errors.Is(err, ErrBadFrame) {
-			code = codes.InvalidArgument
-		}
-		return nil, status.Error(code, err.Error())
+		return &taskpb.InferResponse{Error: err.Error(), BadFrame: errors.Is(err, ErrBadFrame)}
 	}
 	return &taskpb.InferResponse{
 		OutputJson:    res.Output,
 		PreprocessNs:  int64(res.Timings.Preprocess),
 		InferenceNs:   int64(res.Timings.Inference),
 		PostprocessNs: int64(res.Timings.Postprocess),
-	}, nil
+	}
 }

@@ -358,6 +358,8 @@ type InferResponse struct {
 	PreprocessNs  int64                  `protobuf:"varint,2,opt,name=preprocess_ns,json=preprocessNs,proto3" json:"preprocess_ns,omitempty"`
 	InferenceNs   int64                  `protobuf:"varint,3,opt,name=inference_ns,json=inferenceNs,proto3" json:"inference_ns,omitempty"`
 	PostprocessNs int64                  `protobuf:"varint,4,opt,name=postprocess_ns,json=postprocessNs,proto3" json:"postprocess_ns,omitempty"`
+	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`                        // the task's error; empty on success
+	BadFrame      bool                   `protobuf:"varint,6,opt,name=bad_frame,json=badFrame,proto3" json:"bad_frame,omitempty"` // the error is sdk.ErrBadFrame: the frame is unusable
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -420,6 +422,20 @@ func (x *InferResponse) GetPostprocessNs() int64 {
 	return 0
 }
 
+func (x *InferResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *InferResponse) GetBadFrame() bool {
+	if x != nil {
+		return x.BadFrame
+	}
+	return false
+}
+
 var File_task_proto protoreflect.FileDescriptor
 
 const file_task_proto_rawDesc = "" +
@@ -450,16 +466,18 @@ const file_task_proto_rawDesc = "" +
 	"\x06height\x18\x03 \x01(\x05R\x06height\x129\n" +
 	"\x06shared\x18\x04 \x01(\v2\x1f.edgeinfer.task.v1.SharedPixelsH\x00R\x06shared\x12\x12\n" +
 	"\x03rgb\x18\x05 \x01(\fH\x00R\x03rgbB\b\n" +
-	"\x06pixels\"\x9f\x01\n" +
+	"\x06pixels\"\xd2\x01\n" +
 	"\rInferResponse\x12\x1f\n" +
 	"\voutput_json\x18\x01 \x01(\fR\n" +
 	"outputJson\x12#\n" +
 	"\rpreprocess_ns\x18\x02 \x01(\x03R\fpreprocessNs\x12!\n" +
 	"\finference_ns\x18\x03 \x01(\x03R\vinferenceNs\x12%\n" +
-	"\x0epostprocess_ns\x18\x04 \x01(\x03R\rpostprocessNs2\x9b\x01\n" +
+	"\x0epostprocess_ns\x18\x04 \x01(\x03R\rpostprocessNs\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1b\n" +
+	"\tbad_frame\x18\x06 \x01(\bR\bbadFrame2\x9f\x01\n" +
 	"\x04Task\x12G\n" +
-	"\x04Load\x12\x1e.edgeinfer.task.v1.LoadRequest\x1a\x1f.edgeinfer.task.v1.LoadResponse\x12J\n" +
-	"\x05Infer\x12\x1f.edgeinfer.task.v1.InferRequest\x1a .edgeinfer.task.v1.InferResponseB3Z1github.com/edgeinfer/edgeinfer/plugins/sdk/taskpbb\x06proto3"
+	"\x04Load\x12\x1e.edgeinfer.task.v1.LoadRequest\x1a\x1f.edgeinfer.task.v1.LoadResponse\x12N\n" +
+	"\x05Infer\x12\x1f.edgeinfer.task.v1.InferRequest\x1a .edgeinfer.task.v1.InferResponse(\x010\x01B3Z1github.com/edgeinfer/edgeinfer/plugins/sdk/taskpbb\x06proto3"
 
 var (
 	file_task_proto_rawDescOnce sync.Once

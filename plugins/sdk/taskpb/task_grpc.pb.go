@@ -32,8 +32,11 @@ const (
 type TaskClient interface {
 	// Load loads and warms up one model version; called once, before Infer.
 	Load(ctx context.Context, in *LoadRequest, opts ...grpc.CallOption) (*LoadResponse, error)
-	// Infer runs one frame. InvalidArgument means the frame is unusable.
-	Infer(ctx context.Context, in *InferRequest, opts ...grpc.CallOption) (*InferResponse, error)
+	// Infer runs frames: the daemon keeps one stream open per plugin and
+	// sends one request at a time; each gets one response (with the task's
+	// error in it, so that the stream survives a failed frame). A stream
+	// costs a fraction of a unary call per frame (make bench-plugin).
+	Infer(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[InferRequest, InferResponse], error)
 }
 
 type taskClient struct {
@@ -54,15 +57,18 @@ func (c *taskClient) Load(ctx context.Context, in *LoadRequest, opts ...grpc.Cal
 	return out, nil
 }
 
-func (c *taskClient) Infer(ctx context.Context, in *InferRequest, opts ...grpc.CallOption) (*InferResponse, error) {
+func (c *taskClient) Infer(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[InferRequest, InferResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(InferResponse)
-	err := c.cc.Invoke(ctx, Task_Infer_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Task_ServiceDesc.Streams[0], Task_Infer_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[InferRequest, InferResponse]{ClientStream: stream}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Task_InferClient = grpc.BidiStreamingClient[InferRequest, InferResponse]
 
 // TaskServer is the server API for Task service.
 // All implementations must embed UnimplementedTaskServer
@@ -70,8 +76,11 @@ func (c *taskClient) Infer(ctx context.Context, in *InferRequest, opts ...grpc.C
 type TaskServer interface {
 	// Load loads and warms up one model version; called once, before Infer.
 	Load(context.Context, *LoadRequest) (*LoadResponse, error)
-	// Infer runs one frame. InvalidArgument means the frame is unusable.
-	Infer(context.Context, *InferRequest) (*InferResponse, error)
+	// Infer runs frames: the daemon keeps one stream open per plugin and
+	// sends one request at a time; each gets one response (with the task's
+	// error in it, so that the stream survives a failed frame). A stream
+	// costs a fraction of a unary call per frame (make bench-plugin).
+	Infer(grpc.BidiStreamingServer[InferRequest, InferResponse]) error
 	mustEmbedUnimplementedTaskServer()
 }
 
@@ -85,8 +94,8 @@ type UnimplementedTaskServer struct{}
 func (UnimplementedTaskServer) Load(context.Context, *LoadRequest) (*LoadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Load not implemented")
 }
-func (UnimplementedTaskServer) Infer(context.Context, *InferRequest) (*InferResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Infer not implemented")
+func (UnimplementedTaskServer) Infer(grpc.BidiStreamingServer[InferRequest, InferResponse]) error {
+	return status.Error(codes.Unimplemented, "method Infer not implemented")
 }
 func (UnimplementedTaskServer) mustEmbedUnimplementedTaskServer() {}
 func (UnimplementedTaskServer) testEmbeddedByValue()              {}
@@ -127,23 +136,12 @@ func _Task_Load_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Task_Infer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(InferRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(TaskServer).Infer(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Task_Infer_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TaskServer).Infer(ctx, req.(*InferRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+func _Task_Infer_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TaskServer).Infer(&grpc.GenericServerStream[InferRequest, InferResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Task_InferServer = grpc.BidiStreamingServer[InferRequest, InferResponse]
 
 // Task_ServiceDesc is the grpc.ServiceDesc for Task service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -156,11 +154,14 @@ var Task_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Load",
 			Handler:    _Task_Load_Handler,
 		},
+	},
+	Streams: []grpc.StreamDesc{
 		{
-			MethodName: "Infer",
-			Handler:    _Task_Infer_Handler,
+			StreamName:    "Infer",
+			Handler:       _Task_Infer_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
 	Metadata: "task.proto",
 }
