@@ -81,6 +81,7 @@ type ModelState struct {
 	Description string                   `json:"description,omitempty"`
 	Signature   string                   `json:"signature,omitempty"`
 	InputShape  []int64                  `json:"input_shape,omitempty"`
+	Labels      int                      `json:"labels,omitempty"` // how many labels the model knows
 	Error       string                   `json:"error,omitempty"`
 	LoadedAt    *time.Time               `json:"loaded_at,omitempty"`
 	Pipelines   map[string]PipelineState `json:"pipelines"`

@@ -269,12 +269,12 @@ func (p *pipeline) startPlugin(ctx context.Context) error {
 	p.plugin, p.version = pl, v
 	now := time.Now().UTC()
 	p.d.log.Info("model serving", "pipeline", p.name, "model", v.Model, "version", v.Version, "pid", pl.Pid(),
-		"warmup_ms", sdk.Millis(time.Duration(info.Warmup)))
+		"warmup_ms", sdk.Millis(info.Warmup))
 	p.d.setModel(p.cfg.Model, func(st *ModelState) {
 		st.Version, st.State, st.Error, st.Task = v.Version, "serving", "", info.Task
-		st.Description, st.Signature, st.InputShape, st.LoadedAt = info.Description, info.Signature, info.InputShape, &now
+		st.Description, st.Signature, st.InputShape, st.Labels, st.LoadedAt = info.Description, info.Signature, info.InputShape, info.Labels, &now
 		st.Pipelines[p.name] = PipelineState{State: "serving", PID: pl.Pid(), Restarts: int(p.restartCount.Load()),
-			WarmupMS: sdk.Millis(time.Duration(info.Warmup))}
+			WarmupMS: sdk.Millis(info.Warmup)}
 	})
 	return nil
 }

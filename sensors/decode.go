@@ -54,7 +54,7 @@ func DecodeImage(data []byte, lim Limits) (w, h int, rgb []byte, err error) {
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("%w: %dx%d %s", ErrBadImage, cfg.Width, cfg.Height, corrupt(format, data, err))
 	}
-	w, h, rgb = ToRGB(img)
+	w, h, rgb = toRGB(img)
 	return w, h, rgb, nil
 }
 
@@ -83,8 +83,8 @@ func corrupt(format string, data []byte, err error) string {
 	return fmt.Sprintf("%s is corrupt: %v", format, err)
 }
 
-// ToRGB packs any image into RGB bytes.
-func ToRGB(img image.Image) (w, h int, rgb []byte) {
+// toRGB packs any image into RGB bytes.
+func toRGB(img image.Image) (w, h int, rgb []byte) {
 	b := img.Bounds()
 	w, h = b.Dx(), b.Dy()
 	rgb = make([]byte, w*h*3)

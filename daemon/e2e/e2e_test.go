@@ -103,6 +103,10 @@ func TestDigitsDroppedIntoAFolderGiveOneCorrectResultEachOverMosquitto(t *testin
 	inbox := t.TempDir()
 	p, w := run(t, setup{broker: broker, sensors: dirSensor(inbox)})
 	w.serving(t, p, "lenet5", "digits")
+	if st, _ := w.model(t, "lenet5"); st.Version != "1" || st.Task != "classify" || st.Labels != 10 || st.LoadedAt == nil ||
+		st.Signature != "serving_default" || len(st.InputShape) != 4 {
+		t.Fatalf("model state: %+v", st)
+	}
 	ds := digits(t)
 	dropDigits(t, inbox, ds)
 

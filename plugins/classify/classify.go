@@ -131,7 +131,7 @@ func (c *classifier) load(req sdk.LoadRequest) (sdk.ModelInfo, error) {
 		Signature:   man.Signature,
 		InputShape:  in.Shape,
 		Labels:      len(man.Labels),
-		Warmup:      sdk.Duration(time.Since(start)),
+		Warmup:      time.Since(start),
 		Description: strings.TrimSpace(man.Architecture + " " + man.Variant),
 	}, nil
 }

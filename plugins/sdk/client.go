@@ -24,7 +24,6 @@ import (
 // Options says which plugin binary to start and how.
 type Options struct {
 	Path string   // the plugin binary
-	Args []string // its arguments (none for a task plugin)
 	Env  []string // added to the daemon's environment
 	// Stderr receives the plugin's own log lines (TensorFlow's among them);
 	// nil discards them.
@@ -51,7 +50,7 @@ type Plugin struct {
 
 // Start starts the plugin binary and completes the handshake.
 func Start(opts Options) (*Plugin, error) {
-	cmd := exec.Command(opts.Path, opts.Args...)
+	cmd := exec.Command(opts.Path)
 	cmd.Env = append(os.Environ(), opts.Env...)
 	// If the daemon dies without stopping its plugins (SIGKILL, a crash),
 	// the kernel ends them too rather than leaving orphans.
@@ -121,7 +120,7 @@ func (p *Plugin) Load(ctx context.Context, req LoadRequest) (ModelInfo, error) {
 	}
 	return ModelInfo{
 		Task: res.Task, Signature: res.Signature, InputShape: res.InputShape,
-		Labels: int(res.Labels), Warmup: Duration(res.WarmupNs), Description: res.Description,
+		Labels: int(res.Labels), Warmup: time.Duration(res.WarmupNs), Description: res.Description,
 	}, nil
 }
 

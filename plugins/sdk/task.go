@@ -39,12 +39,12 @@ type LoadRequest struct {
 
 // ModelInfo describes the loaded model, for the retained models/<name> topic.
 type ModelInfo struct {
-	Task        string   // classify, detect_yolo, ...
-	Signature   string   // the SavedModel signature served
-	InputShape  []int64  // the model input's shape (-1 for any)
-	Labels      int      // number of labels
-	Warmup      Duration // how long the warm-up run took
-	Description string   // architecture and variant, for humans
+	Task        string        // classify, detect_yolo, ...
+	Signature   string        // the SavedModel signature served
+	InputShape  []int64       // the model input's shape (-1 for any)
+	Labels      int           // number of labels
+	Warmup      time.Duration // how long the warm-up run took
+	Description string        // architecture and variant, for humans
 }
 
 // Frame is one RGB frame. RGB has Width*Height*3 bytes.
@@ -67,14 +67,6 @@ type Timings struct {
 	Preprocess  time.Duration
 	Inference   time.Duration
 	Postprocess time.Duration
-}
-
-// Duration is a time.Duration that marshals to JSON as milliseconds.
-type Duration time.Duration
-
-// MarshalJSON writes the duration in milliseconds with microsecond precision.
-func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(Millis(time.Duration(d)))
 }
 
 // Millis is d in milliseconds, rounded to the microsecond.
