@@ -105,19 +105,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	work, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
 	var workers sync.WaitGroup
-	for _, name := range slices.Sorted(maps.Keys(d.cfg.Pipelines)) {
-		p := newPipeline(d, name, d.cfg.Pipelines[name])
-		d.pipelines[name] = p
-		workers.Add(1)
-		go func() { defer workers.Done(); p.run(work) }()
-	}
 	for name := range d.cfg.Sensors {
 		d.sinks[name] = &sensorSink{d: d, name: name}
 	}
 	for _, name := range slices.Sorted(maps.Keys(d.cfg.Pipelines)) {
-		p := d.pipelines[name]
-		s := d.sinks[p.cfg.Sensor]
-		s.pipelines = append(s.pipelines, p)
+		p := newPipeline(d, name, d.cfg.Pipelines[name])
+		d.pipelines[name] = p
+		sink := d.sinks[p.cfg.Sensor]
+		sink.pipelines = append(sink.pipelines, p)
+		workers.Add(1)
+		go func() { defer workers.Done(); p.run(work) }()
 	}
 
 	sensorCtx, stopSensors := context.WithCancel(ctx)
