@@ -3,7 +3,8 @@
 // sensor "cam" is not defined; defined: inbox"); unknown keys and wrong types
 // are errors, never silently ignored. Sensor tables are decoded by their
 // kind's own Factory (see sensors.Register), so a sensor's options are
-// checked by the code that uses them.
+// checked by the code that uses them. Diff tells a reload what changed
+// between two checked configs.
 package config
 
 import (
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -35,6 +37,7 @@ type Config struct {
 	Limits    Limits `toml:"limits"`
 	// StatsInterval is how often <prefix>/stats is published (default 10s).
 	StatsInterval Duration            `toml:"stats_interval"`
+	Commands      Commands            `toml:"commands"`
 	Sensors       map[string]Sensor   `toml:"-"`
 	Pipelines     map[string]Pipeline `toml:"-"`
 
@@ -42,10 +45,15 @@ type Config struct {
 	// feeds no pipeline); the daemon logs them.
 	Warnings []string `toml:"-"`
 
-	file  string
-	lines map[string]int
-	md    toml.MetaData
+	file    string
+	lines   map[string]int
+	md      toml.MetaData
+	serving map[string]Serving // [serving.<model>] tables, defaults applied
 }
+
+// decodeMu serialises decoding from a Config's toml.MetaData, which is not
+// safe for concurrent use (NewSensor may run on several goroutines).
+var decodeMu sync.Mutex
 
 // Log configures log/slog.
 type Log struct {
@@ -58,7 +66,22 @@ type Log struct {
 // Models configures the model repository.
 type Models struct {
 	Repository string `toml:"repository"` // <name>/<version>/saved_model.pb
-	Threads    int    `toml:"threads"`    // TensorFlow intra-op threads per plugin; 0 = TensorFlow's choice
+	// Threads is TensorFlow's intra-op threads per plugin process (0 =
+	// TensorFlow's choice); a change applies to plugin processes started
+	// after it.
+	Threads int `toml:"threads"`
+	// Settle is how long a version's files must be unchanged before the
+	// version is considered (default 2s).
+	Settle Duration `toml:"settle"`
+	// Rescan is the period of a full rescan of the repository, besides
+	// file-system notifications (default 10s).
+	Rescan Duration `toml:"rescan"`
+}
+
+// Commands configures <prefix>/cmd.
+type Commands struct {
+	// Enabled accepts commands on <prefix>/cmd (default false).
+	Enabled bool `toml:"enabled"`
 }
 
 // MQTT configures the connection and the topics.
@@ -89,16 +112,20 @@ type Limits struct {
 
 // Sensor is one [sensors.<name>] table: its kind; the rest is the kind's.
 type Sensor struct {
-	Kind string `toml:"kind"`
-	prim toml.Primitive
+	Kind  string `toml:"kind"`
+	prim  toml.Primitive
+	table map[string]any // the whole table decoded, for Diff
 }
 
 // Pipeline binds one sensor to one model.
 type Pipeline struct {
-	Sensor  string         `toml:"sensor"`
-	Model   string         `toml:"model"`
-	Queue   int            `toml:"queue"`   // frames waiting for a lossless pipeline (default 8)
-	Retries int            `toml:"retries"` // restarts of a crashed plugin for one frame (default 3)
+	Sensor  string `toml:"sensor"`
+	Model   string `toml:"model"`
+	Queue   int    `toml:"queue"`   // frames waiting for a lossless pipeline (default 8)
+	Retries int    `toml:"retries"` // restarts of a crashed plugin for one frame (default 3)
+	// Timeout bounds one inference (default 30s): a plugin taking longer is
+	// killed and restarted, and the frame tried once more.
+	Timeout Duration       `toml:"timeout"`
 	Options map[string]any `toml:"options"` // the task's options, passed to the plugin
 }
 
@@ -133,6 +160,7 @@ func Parse(path, src string) (*Config, error) {
 		Config
 		Sensors   map[string]toml.Primitive `toml:"sensors"`
 		Pipelines map[string]Pipeline       `toml:"pipelines"`
+		Serving   map[string]servingTable   `toml:"serving"`
 	}
 	md, err := toml.Decode(src, &raw)
 	if err != nil {
@@ -157,8 +185,18 @@ func Parse(path, src string) (*Config, error) {
 	if err := c.check(); err != nil {
 		return nil, err
 	}
+	if err := c.checkServing(raw.Serving); err != nil {
+		return nil, err
+	}
 	if err := c.checkUndecoded(); err != nil {
 		return nil, err
+	}
+	// Only now: decoding a table into a map marks all its keys as known.
+	for name, s := range c.Sensors {
+		if err := c.md.PrimitiveDecode(s.prim, &s.table); err != nil {
+			return nil, c.typeErr(err)
+		}
+		c.Sensors[name] = s
 	}
 	return c, nil
 }
@@ -207,6 +245,12 @@ func (c *Config) defaults() {
 	if c.Models.Repository == "" {
 		c.Models.Repository = "models"
 	}
+	if !c.md.IsDefined("models", "settle") {
+		c.Models.Settle.Duration = 2 * time.Second
+	}
+	if !c.md.IsDefined("models", "rescan") {
+		c.Models.Rescan.Duration = 10 * time.Second
+	}
 	if c.PluginDir == "" {
 		if exe, err := os.Executable(); err == nil {
 			c.PluginDir = filepath.Dir(exe)
@@ -251,6 +295,9 @@ func (c *Config) defaults() {
 		if !c.md.IsDefined("pipelines", name, "retries") {
 			p.Retries = 3
 		}
+		if !c.md.IsDefined("pipelines", name, "timeout") {
+			p.Timeout.Duration = 30 * time.Second
+		}
 		c.Pipelines[name] = p
 	}
 }
@@ -271,11 +318,17 @@ func (c *Config) check() error {
 	if st, err := os.Stat(c.Models.Repository); err != nil || !st.IsDir() {
 		return c.errf("models.repository", "%q is not a directory", c.Models.Repository)
 	}
-	if c.StatsInterval.Duration < 0 {
-		return c.errf("stats_interval", "must be > 0, got %s", c.StatsInterval)
+	if err := c.positive("stats_interval", c.StatsInterval); err != nil {
+		return err
 	}
 	if c.Models.Threads < 0 {
 		return c.errf("models.threads", "must be >= 0, got %d", c.Models.Threads)
+	}
+	if err := c.positive("models.settle", c.Models.Settle); err != nil {
+		return err
+	}
+	if err := c.positive("models.rescan", c.Models.Rescan); err != nil {
+		return err
 	}
 	if st, err := os.Stat(c.PluginDir); err != nil || !st.IsDir() {
 		return c.errf("plugin_dir", "%q is not a directory", c.PluginDir)
@@ -289,6 +342,14 @@ func (c *Config) check() error {
 		return err
 	}
 	return c.checkPipelines()
+}
+
+// positive checks that the duration at key is > 0.
+func (c *Config) positive(key string, d Duration) error {
+	if d.Duration <= 0 {
+		return c.errf(key, "must be > 0, got %s", d)
+	}
+	return nil
 }
 
 func (c *Config) checkLog() error {
@@ -380,6 +441,8 @@ func (c *Config) NewSensor(name string, env sensors.Env) (sensors.Sensor, error)
 		env.Subscribe = func(string, func(string, []byte, func())) error { return errors.New("not connected") }
 	}
 	decode := func(v any) error {
+		decodeMu.Lock()
+		defer decodeMu.Unlock()
 		if err := c.md.PrimitiveDecode(s.prim, v); err != nil {
 			return c.typeErr(err)
 		}
@@ -430,6 +493,9 @@ func (c *Config) checkPipelines() error {
 		}
 		if p.Retries < 0 {
 			return c.errf(key+".retries", "must be >= 0, got %d", p.Retries)
+		}
+		if err := c.positive(key+".timeout", p.Timeout); err != nil {
+			return err
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Sensors)) {

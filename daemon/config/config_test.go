@@ -4,8 +4,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/edgeinfer/edgeinfer/sensors"
 	_ "github.com/edgeinfer/edgeinfer/sensors/all"
 )
 
@@ -63,6 +66,16 @@ func TestAValidConfigLoadsWithItsDefaults(t *testing.T) {
 	if len(c.Warnings) != 0 {
 		t.Fatalf("warnings: %v", c.Warnings)
 	}
+}
+
+// after returns an edit of a config that adds lines after the line anchor.
+func after(anchor, lines string) func(string) string {
+	return func(s string) string { return strings.Replace(s, anchor+"\n", anchor+"\n"+lines+"\n", 1) }
+}
+
+// appended returns an edit of a config that adds text at its end.
+func appended(text string) func(string) string {
+	return func(s string) string { return s + text }
 }
 
 func TestEachKindOfInvalidConfigHasItsOwnMessage(t *testing.T) {
@@ -123,6 +136,22 @@ func TestEachKindOfInvalidConfigHasItsOwnMessage(t *testing.T) {
 			" no [pipelines.<name>] table: nothing would run"},
 		{"bad log level", func(s string) string { return s + "[log]\nlevel = \"loud\"\n" },
 			`21: log.level: "loud" is not one of debug, info, warn, error`},
+		{"settle not positive", after("[models]", `settle = "0s"`), "5: models.settle: must be > 0, got 0s"},
+		{"rescan not positive", after("[models]", `rescan = "-1s"`), "5: models.rescan: must be > 0, got -1s"},
+		{"pipeline timeout not positive", after(`model = "lenet5"`, `timeout = "0s"`), "18: pipelines.digits.timeout: must be > 0, got 0s"},
+		{"pipeline timeout not a duration", after(`model = "lenet5"`, `timeout = "30"`), `18: pipelines.digits.timeout: invalid duration "30" (use e.g. "500ms", "30s")`},
+		{"commands.enabled not a bool", appended("[commands]\nenabled = \"yes\"\n"), "21: commands.enabled: incompatible types: TOML value has type string; destination has type boolean"},
+		{"unknown key in commands", appended("[commands]\nenable = true\n"), "21: commands.enable: unknown key"},
+		{"serving version neither latest nor a number", appended("[serving.lenet5]\nversion = \"v2\"\n"), `21: serving.lenet5.version: "v2" is neither "latest" nor a version number such as "2"`},
+		{"serving version not in its plain form", appended("[serving.lenet5]\nversion = \"02\"\n"), `21: serving.lenet5.version: "02" is neither "latest" nor a version number such as "2"`},
+		{"serving version negative", appended("[serving.lenet5]\nversion = \"-1\"\n"), `21: serving.lenet5.version: "-1" is neither "latest" nor a version number such as "2"`},
+		{"serving version an integer", appended("[serving.lenet5]\nversion = 2\n"), `21: serving.lenet5.version: must be a string, "latest" or a version number such as "2", got 2`},
+		{"serving policy unknown", appended("[serving.lenet5]\npolicy = \"fast\"\n"), `21: serving.lenet5.policy: "fast" is not one of availability, resource`},
+		{"serving policy empty", appended("[serving.lenet5]\npolicy = \"\"\n"), `21: serving.lenet5.policy: "" is not one of availability, resource`},
+		{"serving load_timeout not positive", appended("[serving.lenet5]\nload_timeout = \"0s\"\n"), "21: serving.lenet5.load_timeout: must be > 0, got 0s"},
+		{"serving tolerance not positive", appended("[serving.lenet5]\ntolerance = 0.0\n"), "21: serving.lenet5.tolerance: must be > 0 and finite, got 0"},
+		{"serving tolerance infinite", appended("[serving.lenet5]\ntolerance = inf\n"), "21: serving.lenet5.tolerance: must be > 0 and finite, got +Inf"},
+		{"unknown key in serving", appended("[serving.lenet5]\nretries = 2\n"), "21: serving.lenet5.retries: unknown key"},
 	}
 	seen := map[string]string{}
 	for _, tc := range cases {
@@ -143,15 +172,97 @@ func TestEachKindOfInvalidConfigHasItsOwnMessage(t *testing.T) {
 	}
 }
 
-func TestASensorFeedingNoPipelineIsAWarning(t *testing.T) {
+func TestWhatNoPipelineUsesIsAWarning(t *testing.T) {
 	repo, plugins, inbox := fixture(t)
-	src := valid(repo, plugins, inbox) + "\n[sensors.spare]\nkind = \"synthetic\"\n"
-	c, err := Parse("config.toml", src)
+	cases := []struct {
+		name, extra, want string
+	}{
+		{"a sensor feeding no pipeline", "\n[sensors.spare]\nkind = \"synthetic\"\n",
+			"config.toml:21: sensors.spare feeds no pipeline"},
+		{"a serving table for a model no pipeline uses", "\n[serving.yolo]\npolicy = \"resource\"\n",
+			`config.toml:21: serving.yolo: no pipeline uses model "yolo"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("config.toml", valid(repo, plugins, inbox)+tc.extra)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Warnings) != 1 || c.Warnings[0] != tc.want {
+				t.Fatalf("warnings: %q, want [%q]", c.Warnings, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewKeysHaveTheirDefaults(t *testing.T) {
+	repo, plugins, inbox := fixture(t)
+	c, err := Parse("config.toml", valid(repo, plugins, inbox))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "config.toml:21: sensors.spare feeds no pipeline") {
-		t.Fatalf("warnings: %v", c.Warnings)
+	cases := []struct {
+		key       string
+		got, want any
+	}{
+		{"models.settle", c.Models.Settle.Duration, 2 * time.Second},
+		{"models.rescan", c.Models.Rescan.Duration, 10 * time.Second},
+		{"pipelines.digits.timeout", c.Pipelines["digits"].Timeout.Duration, 30 * time.Second},
+		{"commands.enabled", c.Commands.Enabled, false},
+		{"serving.lenet5", c.Serving("lenet5"), Serving{Version: "latest", Policy: "availability", LoadTimeout: Duration{120 * time.Second}, Tolerance: 1e-4}},
+	}
+	for _, tc := range cases {
+		if tc.got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.key, tc.got, tc.want)
+		}
+	}
+}
+
+func TestNewKeysAreReadAsWritten(t *testing.T) {
+	repo, plugins, inbox := fixture(t)
+	src := strings.Replace(valid(repo, plugins, inbox), "[models]\n", "[models]\nsettle = \"500ms\"\nrescan = \"1m\"\n", 1)
+	src = strings.Replace(src, `model = "lenet5"`, "model = \"lenet5\"\ntimeout = \"5s\"", 1)
+	c, err := Parse("config.toml", src+"[commands]\nenabled = true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Models.Settle.Duration != 500*time.Millisecond || c.Models.Rescan.Duration != time.Minute ||
+		c.Pipelines["digits"].Timeout.Duration != 5*time.Second || !c.Commands.Enabled {
+		t.Fatalf("models %+v, timeout %s, commands %+v", c.Models, c.Pipelines["digits"].Timeout, c.Commands)
+	}
+}
+
+func TestServingReturnsTheModelsTableOrTheDefaults(t *testing.T) {
+	repo, plugins, inbox := fixture(t)
+	def := Serving{Version: VersionLatest, Policy: PolicyAvailability, LoadTimeout: Duration{120 * time.Second}, Tolerance: 1e-4}
+	with := func(f func(*Serving)) Serving { s := def; f(&s); return s }
+	cases := []struct {
+		name, table string
+		want        Serving
+	}{
+		{"no table: the defaults", "", def},
+		{"an empty table: the defaults", "[serving.lenet5]\n", def},
+		{"a pinned version, the rest defaults", "[serving.lenet5]\nversion = \"2\"\n",
+			with(func(s *Serving) { s.Version = "2" })},
+		{"version 0 is a version", "[serving.lenet5]\nversion = \"0\"\n",
+			with(func(s *Serving) { s.Version = "0" })},
+		{"latest written out", "[serving.lenet5]\nversion = \"latest\"\n", def},
+		{"every key", "[serving.lenet5]\nversion = \"3\"\npolicy = \"resource\"\nload_timeout = \"10s\"\ntolerance = 0.01\n",
+			Serving{Version: "3", Policy: PolicyResource, LoadTimeout: Duration{10 * time.Second}, Tolerance: 0.01}},
+		{"an integer tolerance", "[serving.lenet5]\ntolerance = 1\n",
+			with(func(s *Serving) { s.Tolerance = 1 })},
+		{"another model's table does not apply", "[serving.other]\nversion = \"2\"\n", def},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("config.toml", valid(repo, plugins, inbox)+tc.table)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Serving("lenet5"); got != tc.want {
+				t.Fatalf("Serving(lenet5) = %+v, want %+v", got, tc.want)
+			}
+		})
 	}
 }
 
@@ -169,4 +280,21 @@ func TestTheShippedConfigIsValid(t *testing.T) {
 	if _, err := Load("config.toml"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestNewSensorIsSafeOnSeveralGoroutines(t *testing.T) {
+	repo, plugins, inbox := fixture(t)
+	c, err := Parse("config.toml", valid(repo, plugins, inbox)+"\n[sensors.spare]\nkind = \"synthetic\"\nfps = 5.0\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if _, err := c.NewSensor("spare", sensors.Env{Name: "spare", Prefix: c.MQTT.Prefix}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
 }
