@@ -1,13 +1,20 @@
 // Package daemon is edgeinferd: it connects to MQTT (or starts the embedded
-// broker), starts one plugin process per pipeline, runs the sensors and
-// routes their frames to the pipelines, publishes results, events, model
-// state and stats, and shuts down cleanly. It is pure Go: models run in the
-// plugin processes (plugins/), which are the only ones to link TensorFlow.
+// broker), runs the sensors, the pipelines and the model lifecycle, reloads
+// its config on SIGHUP or when the file changes, answers commands, and
+// shuts down cleanly. It is pure Go: models run in the plugin processes
+// (plugins/), which are the only ones to link TensorFlow.
 //
-// The way a frame travels: sensor -> sink (sink.go: lossless queue or live
-// newest-wins slot per pipeline) -> pipeline worker (pipeline.go) -> plugin
-// process over gRPC, pixels through shared memory (plugins/sdk) -> Result
-// JSON -> MQTT.
+// The jobs are kept apart, each in a package of its own with its own tests:
+//
+//	daemon/repo       the model repository and its watch
+//	daemon/serving    the model-version lifecycle: versions, processes, policies
+//	daemon/router     sensors to pipelines: per-pipeline queues, input completion
+//	daemon/pipeline   the pipeline worker: frame in, result out
+//	daemon/telemetry  events, model state, stats
+//	daemon/payload    the JSON payloads (imported by watch and the tests)
+//
+// This package wires them together and applies config changes (reload.go)
+// and commands (commands.go).
 package daemon
 
 import (
@@ -15,58 +22,86 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/edgeinfer/edgeinfer/daemon/broker"
 	"github.com/edgeinfer/edgeinfer/daemon/bus"
 	"github.com/edgeinfer/edgeinfer/daemon/config"
+	"github.com/edgeinfer/edgeinfer/daemon/payload"
+	"github.com/edgeinfer/edgeinfer/daemon/pipeline"
+	"github.com/edgeinfer/edgeinfer/daemon/repo"
+	"github.com/edgeinfer/edgeinfer/daemon/router"
+	"github.com/edgeinfer/edgeinfer/daemon/serving"
+	"github.com/edgeinfer/edgeinfer/daemon/telemetry"
+	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/sensors"
 )
 
 // Daemon is one edgeinferd.
 type Daemon struct {
-	cfg   *config.Config
-	log   *slog.Logger
-	start time.Time
+	log    *slog.Logger
+	start  time.Time
+	reload chan struct{}
 
-	bus       *bus.Bus
-	pipelines map[string]*pipeline
-	sinks     map[string]*sensorSink
+	bus     *bus.Bus
+	tel     *telemetry.Publisher
+	mgr     *serving.Manager
+	watcher *repo.Watcher
 
-	modelsMu sync.Mutex
-	models   map[string]*ModelState
+	// mu guards the running config and what it made; reload.go changes
+	// them, stats and commands read them.
+	mu        sync.Mutex
+	cfg       *config.Config
+	sensors   map[string]*sensorRun
+	pipelines map[string]*pipeRun
 
 	// publishing counts results not yet acknowledged by the broker; their
 	// frames finish when they are.
 	publishing sync.WaitGroup
 }
 
+// sensorRun is a running sensor and the sink its frames go to.
+type sensorRun struct {
+	sink   *router.Sink
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// pipeRun is a running pipeline worker.
+type pipeRun struct {
+	p      *pipeline.Pipeline
+	cfg    config.Pipeline
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
 // New prepares a daemon for cfg; Run starts it.
 func New(cfg *config.Config, log *slog.Logger) *Daemon {
-	return &Daemon{cfg: cfg, log: log, pipelines: map[string]*pipeline{}, sinks: map[string]*sensorSink{}, models: map[string]*ModelState{}}
+	return &Daemon{cfg: cfg, log: log, reload: make(chan struct{}, 1),
+		sensors: map[string]*sensorRun{}, pipelines: map[string]*pipeRun{}}
 }
 
-func (d *Daemon) topic(parts ...string) string {
-	t := d.cfg.MQTT.Prefix
-	for _, p := range parts {
-		t += "/" + p
+// Reload asks the running daemon to read its config file again (SIGHUP).
+func (d *Daemon) Reload() {
+	select {
+	case d.reload <- struct{}{}:
+	default:
 	}
-	return t
 }
 
-// Run serves until ctx ends, then shuts down: sensors stop, frames already
-// taken are finished, "offline" is published, plugins stop. It returns nil
-// after a clean shutdown.
+// Run serves until ctx ends, then shuts down: sensors stop, the frames in
+// progress finish, "offline" is published, plugins stop. Frames that were
+// waiting keep their inputs for the next start. It returns nil after a
+// clean shutdown.
 func (d *Daemon) Run(ctx context.Context) error {
 	d.start = time.Now()
-	for _, w := range d.cfg.Warnings {
+	cfg := d.cfg
+	for _, w := range cfg.Warnings {
 		d.log.Warn(w)
 	}
-	m := d.cfg.MQTT
+	m := cfg.MQTT
 	brokerURL := m.Broker
 	if m.Broker == "embedded" {
 		b, err := broker.Start(m.Listen, d.log.With("component", "broker"))
@@ -85,182 +120,180 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		password = string(trimNewline(b))
 	}
+	d.tel = &telemetry.Publisher{Prefix: m.Prefix, Device: cfg.Device, Logger: d.log}
 	var err error
 	d.bus, err = bus.New(bus.Options{
 		Broker: brokerURL, ClientID: m.ClientID, Username: m.Username, Password: password,
 		CAFile: m.CAFile, CertFile: m.CertFile, KeyFile: m.KeyFile, Insecure: m.InsecureSkipVerify,
 		Keepalive: m.Keepalive.Duration, ConnectTimeout: m.ConnectTimeout.Duration, QoS: byte(m.QoS),
-		WillTopic: d.topic("status"), WillPayload: "offline",
+		WillTopic: d.tel.Topic("status"), WillPayload: "offline",
 		OnConnect: d.publishState,
 		Logger:    d.log.With("component", "mqtt"),
 	})
 	if err != nil {
 		return err
 	}
+	d.tel.Bus = d.bus
+	cache, err := os.MkdirTemp("", "edgeinferd-plugins-")
+	if err != nil {
+		return fmt.Errorf("plugin cache: %w", err)
+	}
+	defer os.RemoveAll(cache)
+	d.mgr = serving.New(serving.Config{
+		PluginDir: cfg.PluginDir, CacheDir: cache, Settle: cfg.Models.Settle.Duration, Threads: cfg.Models.Threads,
+		Start: func(binary string) (sdk.Process, error) {
+			return sdk.Start(sdk.Options{Path: binary, Stderr: os.Stderr})
+		},
+		Publish: d.publishModel, Event: d.tel.Event, Logger: d.log.With("component", "serving"),
+	})
+	d.watcher = repo.NewWatcher(repo.WatchOptions{Repository: cfg.Models.Repository,
+		Settle: cfg.Models.Settle.Duration, Rescan: cfg.Models.Rescan.Duration, Logger: d.log.With("component", "repo")})
 	if err := d.bus.Connect(); err != nil {
 		return err
 	}
 
-	// Pipelines first, so that sensors have somewhere to put frames.
-	work, stopWork := context.WithCancel(context.Background())
-	defer stopWork()
-	var workers sync.WaitGroup
-	for name := range d.cfg.Sensors {
-		d.sinks[name] = &sensorSink{d: d, name: name}
-	}
-	for _, name := range slices.Sorted(maps.Keys(d.cfg.Pipelines)) {
-		p := newPipeline(d, name, d.cfg.Pipelines[name])
-		d.pipelines[name] = p
-		sink := d.sinks[p.cfg.Sensor]
-		sink.pipelines = append(sink.pipelines, p)
-		workers.Add(1)
-		go func() { defer workers.Done(); p.run(work) }()
+	bg, stopBG := context.WithCancel(context.Background())
+	var background sync.WaitGroup
+	defer func() { stopBG(); background.Wait() }()
+	for _, run := range []func(context.Context){d.mgr.Run, d.versions, d.watchRepo} {
+		background.Add(1)
+		go func() { defer background.Done(); run(bg) }()
 	}
 
-	sensorCtx, stopSensors := context.WithCancel(ctx)
-	defer stopSensors()
-	var running sync.WaitGroup
-	for _, name := range slices.Sorted(maps.Keys(d.cfg.Sensors)) {
-		sink := d.sinks[name]
-		if len(sink.pipelines) == 0 {
-			continue
-		}
-		s, err := d.cfg.NewSensor(name, sensors.Env{
-			Name: name, Prefix: m.Prefix, Logger: d.log.With("sensor", name), Subscribe: d.bus.Subscribe,
-		})
-		if err != nil {
-			stopSensors()
-			running.Wait()
-			d.shutdown(&workers, stopWork)
-			return err
-		}
-		running.Add(1)
-		go func() {
-			defer running.Done()
-			d.runSensor(sensorCtx, name, s, sink)
-		}()
+	d.mu.Lock()
+	d.apply(nil, cfg)
+	d.mu.Unlock()
+	if err := d.subscribeCommands(); err != nil {
+		d.log.Error("cannot subscribe to commands", "err", err)
 	}
-	d.event(Event{Type: EventStarted, Message: fmt.Sprintf("edgeinferd serving %d pipelines", len(d.pipelines))})
-	d.log.Info("edgeinferd started", "device", d.cfg.Device, "prefix", m.Prefix, "pipelines", len(d.pipelines))
+	d.tel.Event(payload.Event{Type: payload.EventStarted, Message: fmt.Sprintf("edgeinferd serving %d pipelines", len(cfg.Pipelines))})
+	d.log.Info("edgeinferd started", "device", cfg.Device, "prefix", m.Prefix, "pipelines", len(cfg.Pipelines))
 
-	statsTick := time.NewTicker(d.cfg.StatsInterval.Duration)
+	statsTick := time.NewTicker(cfg.StatsInterval.Duration)
 	defer statsTick.Stop()
+	fileTick := time.NewTicker(time.Second)
+	defer fileTick.Stop()
+	stamp := fileStamp(cfg.File())
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
 		case <-statsTick.C:
 			d.publishStats()
+		case <-d.reload:
+			d.reloadConfig("SIGHUP")
+			stamp = fileStamp(cfg.File())
+		case <-fileTick.C:
+			if s := fileStamp(cfg.File()); s != stamp {
+				stamp = s
+				d.reloadConfig("the config file changed")
+			}
 		}
 	}
-
-	d.log.Info("shutting down: stopping sensors")
-	d.event(Event{Type: EventStopping, Message: "edgeinferd is shutting down"})
-	stopSensors()
-	running.Wait()
-	for _, s := range d.sinks {
-		s.close()
-	}
-	d.shutdown(&workers, stopWork)
-	d.log.Info("edgeinferd stopped")
+	d.shutdown()
 	return nil
 }
 
-// shutdown lets the pipelines finish the frames they hold, then publishes
-// the final state and disconnects.
-func (d *Daemon) shutdown(workers *sync.WaitGroup, stopWork context.CancelFunc) {
-	for _, p := range d.pipelines {
-		p.drain()
+// versions hands each repository update to its model.
+func (d *Daemon) versions(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u := <-d.watcher.Updates():
+			if md, ok := d.mgr.Lookup(u.Model); ok {
+				md.SetVersions(u.Versions)
+			}
+		}
 	}
-	workers.Wait()
-	stopWork()
+}
+
+func (d *Daemon) watchRepo(ctx context.Context) {
+	if err := d.watcher.Run(ctx); err != nil && ctx.Err() == nil {
+		d.log.Error("model repository watch stopped", "err", err)
+	}
+}
+
+// shutdown stops the sensors, lets the pipelines finish the frame each is
+// on, keeps the waiting frames' inputs for the next start, then publishes
+// the final state and disconnects.
+func (d *Daemon) shutdown() {
+	d.log.Info("shutting down: stopping sensors")
+	d.tel.Event(payload.Event{Type: payload.EventStopping, Message: "edgeinferd is shutting down"})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name := range d.sensors {
+		d.stopSensor(name)
+	}
+	for name := range d.pipelines {
+		d.stopPipeline(name, router.ErrStopping)
+	}
 	if !waitTimeout(&d.publishing, 10*time.Second) {
 		d.log.Warn("results still unacknowledged by the broker after 10s; their inputs are kept for the next start")
 	}
 	d.publishStats()
-	d.modelsMu.Lock()
-	for _, st := range d.models {
-		st.State = "stopped"
-		for name, ps := range st.Pipelines {
-			ps.State, ps.PID = "stopped", 0
-			st.Pipelines[name] = ps
-		}
-	}
-	d.modelsMu.Unlock()
-	d.publishModels()
-	if err := d.bus.PublishWait(d.topic("status"), true, []byte("offline"), 5*time.Second); err != nil {
+	d.mgr.Close()
+	d.tel.Status("offline")
+	if err := d.bus.PublishWait(d.tel.Topic("status"), true, []byte("offline"), 5*time.Second); err != nil {
 		d.log.Warn("could not publish offline status", "err", err)
 	}
 	d.bus.Close(time.Second)
-}
-
-func (d *Daemon) runSensor(ctx context.Context, name string, s sensors.Sensor, sink *sensorSink) {
-	d.log.Info("sensor started", "sensor", name, "kind", d.cfg.Sensors[name].Kind)
-	err := s.Run(ctx, sink)
-	switch {
-	case ctx.Err() != nil:
-	case err != nil:
-		d.log.Error("sensor stopped", "sensor", name, "err", err)
-		d.event(Event{Type: EventSensorFailed, Sensor: name, Message: err.Error()})
-	default:
-		d.log.Info("sensor finished its input", "sensor", name)
-	}
+	d.log.Info("edgeinferd stopped")
 }
 
 // publishState republishes everything retained; it runs after every
 // (re)connection.
 func (d *Daemon) publishState() {
-	d.bus.Publish(d.topic("status"), true, []byte("online"))
-	d.publishModels()
-}
-
-func (d *Daemon) publishModels() {
-	d.modelsMu.Lock()
-	defer d.modelsMu.Unlock()
-	for name, st := range d.models {
-		d.publishJSON(d.topic("models", name), true, st)
-	}
-}
-
-// setModel updates the retained state of a model as one pipeline sees it.
-func (d *Daemon) setModel(model string, update func(st *ModelState)) {
-	d.modelsMu.Lock()
-	defer d.modelsMu.Unlock()
-	st, ok := d.models[model]
-	if !ok {
-		st = &ModelState{Schema: Schema, Model: model, Pipelines: map[string]PipelineState{}}
-		d.models[model] = st
-	}
-	update(st)
-	if d.bus != nil {
-		d.publishJSON(d.topic("models", model), true, st)
-	}
-}
-
-func (d *Daemon) event(e Event) {
-	e.Schema, e.Time, e.Device = Schema, time.Now().UTC(), d.cfg.Device
-	d.publishJSON(d.topic("events"), false, e)
-}
-
-func (d *Daemon) publishJSON(topic string, retain bool, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		d.log.Error("cannot encode payload", "topic", topic, "err", err)
+	d.tel.Status("online")
+	if d.mgr == nil {
 		return
 	}
-	d.bus.Publish(topic, retain, b)
+	for _, name := range d.mgr.Names() {
+		if md, ok := d.mgr.Lookup(name); ok {
+			d.publishModel(md.State())
+		}
+	}
 }
 
+func (d *Daemon) publishModel(st payload.ModelState) { d.tel.Model(st) }
+
 func (d *Daemon) publishStats() {
-	st := Stats{Schema: Schema, Time: time.Now().UTC(), Uptime: time.Since(d.start).Seconds(),
-		Pipelines: map[string]PipelineStats{}, Sensors: map[string]SensorStats{}}
+	st := payload.Stats{Schema: payload.Schema, Time: time.Now().UTC(), Uptime: time.Since(d.start).Seconds(),
+		Pipelines: map[string]payload.PipelineStats{}, Sensors: map[string]payload.SensorStats{}}
+	d.mu.Lock()
 	for name, p := range d.pipelines {
-		st.Pipelines[name] = p.stats()
+		st.Pipelines[name] = p.p.Stats()
 	}
-	for name, s := range d.sinks {
-		st.Sensors[name] = s.stats()
+	for name, s := range d.sensors {
+		frames, bad, skipped := s.sink.Stats()
+		st.Sensors[name] = payload.SensorStats{Frames: frames, BadInput: bad, Skipped: skipped}
 	}
-	d.publishJSON(d.topic("stats"), true, st)
+	d.mu.Unlock()
+	d.tel.Stats(st)
+}
+
+// BadInput implements router.Reporter.
+func (d *Daemon) BadInput(sensor, source string, err error) {
+	d.log.Warn("bad input", "sensor", sensor, "source", source, "err", err)
+	d.tel.Event(payload.Event{Type: payload.EventBadInput, Sensor: sensor, Source: source, Message: fmt.Sprintf("%s: %v", source, err)})
+}
+
+// Event implements router.Reporter.
+func (d *Daemon) Event(sensor, kind, message string, attrs map[string]any) {
+	d.log.Warn(message, "sensor", sensor, "event", kind)
+	d.tel.Event(payload.Event{Type: kind, Sensor: sensor, Message: message, Attrs: attrs})
+}
+
+// optionsJSON is a pipeline's options table as the plugin gets it.
+func optionsJSON(p config.Pipeline) json.RawMessage {
+	if len(p.Options) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(p.Options)
+	if err != nil {
+		return nil // TOML values always encode
+	}
+	return b
 }
 
 // waitTimeout waits for wg, at most d; it reports whether wg finished.
@@ -281,3 +314,14 @@ func trimNewline(b []byte) []byte {
 	}
 	return b
 }
+
+// fileStamp is what tells a changed config file: its size and time.
+func fileStamp(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d", st.Size(), st.ModTime().UnixNano())
+}
+
+var _ sensors.Sink = (*router.Sink)(nil)

@@ -32,6 +32,13 @@ type Frame struct {
 	Height int
 	RGB    []byte // Width*Height*3 bytes, row-major, R G B
 
+	// Reload, when set, decodes the frame's pixels again from its source
+	// (the file, the kept payload). A pipeline that cannot keep up holds
+	// such a frame without its pixels and reloads them when its turn comes,
+	// so inputs waiting for it cost almost no memory. Lossless sensors whose
+	// input can be read again set it.
+	Reload func() ([]byte, error)
+
 	done func(error)
 }
 

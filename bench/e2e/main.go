@@ -65,7 +65,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/edgeinfer/edgeinfer/daemon"
+	"github.com/edgeinfer/edgeinfer/daemon/payload"
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
 	"github.com/edgeinfer/edgeinfer/plugins/common/imageprep"
 	"github.com/edgeinfer/edgeinfer/sensors"
@@ -449,11 +449,11 @@ func waitServing(ctx context.Context, proc *process, client paho.Client, topic s
 	for {
 		select {
 		case b := <-states:
-			var st daemon.ModelState
+			var st payload.ModelState
 			if err := json.Unmarshal(b, &st); err != nil {
 				return fmt.Errorf("%s: %w", topic, err)
 			}
-			if st.Pipelines["classify"].State == "serving" {
+			if st.Serving != "" {
 				return nil
 			}
 		case <-proc.done:

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeinfer/edgeinfer/daemon"
+	"github.com/edgeinfer/edgeinfer/daemon/payload"
 	"github.com/edgeinfer/edgeinfer/internal/mosquitto"
 )
 
@@ -102,9 +102,11 @@ func TestDigitsDroppedIntoAFolderGiveOneCorrectResultEachOverMosquitto(t *testin
 	broker := mosquitto.Start(t)
 	inbox := t.TempDir()
 	p, w := run(t, setup{broker: broker, sensors: dirSensor(inbox)})
-	w.serving(t, p, "lenet5", "digits")
-	if st, _ := w.model(t, "lenet5"); st.Version != "1" || st.Task != "classify" || st.Labels != 10 || st.LoadedAt == nil ||
-		st.Signature != "serving_default" || len(st.InputShape) != 4 {
+	if vs := w.serving(t, p, "lenet5", "digits"); vs.Task != "classify" || vs.Labels != 10 || vs.LoadedAt == nil ||
+		vs.Signature != "serving_default" || len(vs.InputShape) != 4 || vs.Validation == nil || vs.Validation.Samples == 0 {
+		t.Fatalf("model state: %+v", vs)
+	}
+	if st, _ := w.model(t, "lenet5"); st.Serving != "1" {
 		t.Fatalf("model state: %+v", st)
 	}
 	ds := digits(t)
@@ -112,7 +114,7 @@ func TestDigitsDroppedIntoAFolderGiveOneCorrectResultEachOverMosquitto(t *testin
 
 	waitFor(t, p, 60*time.Second, "200 results", func() bool { return len(w.all("digits/result")) >= 200 })
 	time.Sleep(500 * time.Millisecond) // a duplicate would arrive now
-	acc := checkDigits(t, w.results(t, "digits"), ds, func(r daemon.Result) int { return indexOfName(r.Source) })
+	acc := checkDigits(t, w.results(t, "digits"), ds, func(r payload.Result) int { return indexOfName(r.Source) })
 	t.Logf("accuracy through the daemon: %.3f", acc)
 	if acc < 0.95 {
 		t.Fatalf("accuracy %.3f < 0.95", acc)
@@ -133,7 +135,7 @@ func TestDigitsDroppedIntoAFolderGiveOneCorrectResultEachOverMosquitto(t *testin
 	if w.last("status") != "offline" {
 		t.Fatalf("status after SIGTERM is %q, want offline", w.last("status"))
 	}
-	if st, _ := w.model(t, "lenet5"); st.State != "stopped" {
+	if st, _ := w.model(t, "lenet5"); st.Serving != "" || st.Versions["1"].State != payload.StateRetired || st.Versions["1"].PID != 0 {
 		t.Fatalf("model state after SIGTERM: %+v", st)
 	}
 }
@@ -155,7 +157,7 @@ func publishDigits(t *testing.T, s setup, ready func()) {
 	}
 	waitFor(t, p, 60*time.Second, "200 results", func() bool { return len(w.all("digits/result")) >= 200 })
 	time.Sleep(500 * time.Millisecond)
-	acc := checkDigits(t, w.results(t, "digits"), ds, func(r daemon.Result) int {
+	acc := checkDigits(t, w.results(t, "digits"), ds, func(r payload.Result) int {
 		if !strings.HasPrefix(r.Source, prefix+"/in/inbox") {
 			return -1
 		}
@@ -239,17 +241,17 @@ func TestAKilledPluginIsRestartedAndNoImageIsLostOrDoubled(t *testing.T) {
 	}
 	waitFor(t, p, 90*time.Second, "200 results", func() bool { return len(w.all("digits/result")) >= 200 })
 	time.Sleep(500 * time.Millisecond)
-	acc := checkDigits(t, w.results(t, "digits"), ds, func(r daemon.Result) int { return indexOfName(r.Source) })
+	acc := checkDigits(t, w.results(t, "digits"), ds, func(r payload.Result) int { return indexOfName(r.Source) })
 	if acc < 0.95 {
 		t.Fatalf("accuracy %.3f < 0.95", acc)
 	}
-	ev := w.eventsOf(t, daemon.EventPluginRestarted)
-	if len(ev) != 1 || !strings.Contains(ev[0].Message, strconv.Itoa(first.PID)) || ev[0].Pipeline != "digits" {
+	ev := w.eventsOf(t, payload.EventPluginRestarted)
+	if len(ev) != 1 || !strings.Contains(ev[0].Message, strconv.Itoa(first.PID)) || ev[0].Model != "lenet5" {
 		t.Fatalf("want one plugin_restarted event naming pid %d, got %+v", first.PID, ev)
 	}
 	st, _ := w.model(t, "lenet5")
-	if ps := st.Pipelines["digits"]; ps.PID == first.PID || ps.PID == 0 || ps.Restarts != 1 || ps.State != "serving" {
-		t.Fatalf("pipeline state after the restart: %+v", ps)
+	if vs := st.Versions[st.Serving]; vs.PID == first.PID || vs.PID == 0 || vs.Restarts != 1 || vs.State != payload.StateServing {
+		t.Fatalf("version state after the restart: %+v", vs)
 	}
 	waitFor(t, p, 10*time.Second, "every file in done/", func() bool {
 		done, _ := filepath.Glob(filepath.Join(inbox, "done", "digit-*.png"))
@@ -311,9 +313,9 @@ func TestBadInputsAreReportedAndTheNextGoodInputIsProcessed(t *testing.T) {
 	w.publish(t, prefix+"/in/topic", ds[10].png)
 
 	waitFor(t, p, 60*time.Second, "6 bad_input events and 6 results", func() bool {
-		return len(w.eventsOf(t, daemon.EventBadInput)) >= 6 && len(w.all("digits/result")) >= 5 && len(w.all("topic/result")) >= 1
+		return len(w.eventsOf(t, payload.EventBadInput)) >= 6 && len(w.all("digits/result")) >= 5 && len(w.all("topic/result")) >= 1
 	})
-	bad := w.eventsOf(t, daemon.EventBadInput)
+	bad := w.eventsOf(t, payload.EventBadInput)
 	for _, f := range files {
 		found := false
 		for _, e := range bad {
@@ -349,7 +351,7 @@ func TestALiveSourceKeepsTheNewestFrameAndCountsWhatItSkips(t *testing.T) {
 	sensor := "[sensors.inbox]\nkind = \"synthetic\"\nfps = 500\nwidth = 640\nheight = 480\n"
 	p, w := run(t, setup{broker: mosquitto.Start(t), sensors: sensor})
 	w.serving(t, p, "lenet5", "digits")
-	var st daemon.Stats
+	var st payload.Stats
 	waitFor(t, p, 30*time.Second, "stats with skipped frames", func() bool {
 		if json.Unmarshal([]byte(w.last("stats")), &st) != nil {
 			return false
@@ -456,10 +458,11 @@ func TestAModelThatCannotLoadLeavesTheOtherPipelinesUntouched(t *testing.T) {
 	w.serving(t, p, "lenet5", "digits")
 	waitFor(t, p, 30*time.Second, "the broken model's failed state", func() bool {
 		st, _ := w.model(t, "broken")
-		return st.State == "failed" && strings.Contains(st.Error, "invalid saved model") && strings.Contains(st.Error, broken)
+		vs := st.Versions["1"]
+		return st.Serving == "" && vs.State == payload.StateFailed && strings.Contains(vs.Reason, broken)
 	})
-	if ev := w.eventsOf(t, daemon.EventPluginFailed); len(ev) == 0 || ev[0].Pipeline != "bad" || !strings.Contains(ev[0].Message, "retrying") {
-		t.Fatalf("plugin_failed events: %+v", ev)
+	if ev := w.eventsOf(t, payload.EventVersionRejected); len(ev) != 1 || ev[0].Model != "broken" || ev[0].Version != "1" {
+		t.Fatalf("version_rejected events: %+v", ev)
 	}
 	// A frame for the broken pipeline waits (lossless); digits flow as usual.
 	ds := digits(t)
@@ -500,11 +503,11 @@ func TestAnIdlePluginThatDiesIsRestartedWithoutWaitingForAFrame(t *testing.T) {
 	}
 	waitFor(t, p, 30*time.Second, "a new plugin serving", func() bool {
 		st, _ := w.model(t, "lenet5")
-		ps := st.Pipelines["digits"]
-		return ps.State == "serving" && ps.PID != first && ps.PID != 0 && ps.Restarts == 1
+		vs := st.Versions[st.Serving]
+		return vs.State == payload.StateServing && vs.PID != first && vs.PID != 0 && vs.Restarts == 1
 	})
-	ev := w.eventsOf(t, daemon.EventPluginRestarted)
-	if len(ev) != 1 || !strings.Contains(ev[0].Message, fmt.Sprintf("plugin process %d of pipeline digits died", first)) {
+	ev := w.eventsOf(t, payload.EventPluginRestarted)
+	if len(ev) != 1 || !strings.Contains(ev[0].Message, fmt.Sprintf("plugin process %d died", first)) {
 		t.Fatalf("plugin_restarted events: %+v", ev)
 	}
 }
@@ -530,8 +533,8 @@ func TestImagesOnTheInputTopicSurviveADaemonKilledWithSIGKILL(t *testing.T) {
 	// The same daemon (same client id) starts again: the broker hands it
 	// every image whose result the first one had not published.
 	second := start(t, config)
-	results := func() map[int][]daemon.Result {
-		byDigit := map[int][]daemon.Result{}
+	results := func() map[int][]payload.Result {
+		byDigit := map[int][]payload.Result{}
 		for _, r := range w.results(t, "digits") {
 			topic, _, _ := strings.Cut(r.Source, "#")
 			byDigit[indexOfName(topic)] = append(byDigit[indexOfName(topic)], r)
@@ -541,7 +544,7 @@ func TestImagesOnTheInputTopicSurviveADaemonKilledWithSIGKILL(t *testing.T) {
 	waitFor(t, second, 90*time.Second, "a result for every image", func() bool { return len(results()) == len(ds) })
 	time.Sleep(500 * time.Millisecond)
 	byDigit := results()
-	var firsts []daemon.Result
+	var firsts []payload.Result
 	again := 0
 	for i := range ds {
 		rs := byDigit[i]
@@ -559,7 +562,7 @@ func TestImagesOnTheInputTopicSurviveADaemonKilledWithSIGKILL(t *testing.T) {
 	if again > before || total != len(ds)+again {
 		t.Fatalf("%d images answered twice, %d results before the kill, %d in all", again, before, total)
 	}
-	acc := checkDigits(t, firsts, ds, func(r daemon.Result) int { topic, _, _ := strings.Cut(r.Source, "#"); return indexOfName(topic) })
+	acc := checkDigits(t, firsts, ds, func(r payload.Result) int { topic, _, _ := strings.Cut(r.Source, "#"); return indexOfName(topic) })
 	if acc < 0.95 {
 		t.Fatalf("accuracy %.3f", acc)
 	}

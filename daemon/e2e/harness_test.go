@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +18,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/edgeinfer/edgeinfer/daemon"
+	"github.com/edgeinfer/edgeinfer/daemon/payload"
 )
 
 // binDir holds edgeinferd and the plugins, built once for the package.
@@ -228,10 +229,10 @@ func (w *watcher) all(topic string) []message {
 	return out
 }
 
-func (w *watcher) results(t *testing.T, pipeline string) []daemon.Result {
-	var rs []daemon.Result
+func (w *watcher) results(t *testing.T, pipeline string) []payload.Result {
+	var rs []payload.Result
 	for _, m := range w.all(pipeline + "/result") {
-		var r daemon.Result
+		var r payload.Result
 		if err := json.Unmarshal(m.payload, &r); err != nil {
 			t.Fatalf("result is not JSON: %v: %s", err, m.payload)
 		}
@@ -240,10 +241,10 @@ func (w *watcher) results(t *testing.T, pipeline string) []daemon.Result {
 	return rs
 }
 
-func (w *watcher) events(t *testing.T) []daemon.Event {
-	var es []daemon.Event
+func (w *watcher) events(t *testing.T) []payload.Event {
+	var es []payload.Event
 	for _, m := range w.all("events") {
-		var e daemon.Event
+		var e payload.Event
 		if err := json.Unmarshal(m.payload, &e); err != nil {
 			t.Fatalf("event is not JSON: %v: %s", err, m.payload)
 		}
@@ -252,8 +253,8 @@ func (w *watcher) events(t *testing.T) []daemon.Event {
 	return es
 }
 
-func (w *watcher) eventsOf(t *testing.T, typ string) []daemon.Event {
-	var es []daemon.Event
+func (w *watcher) eventsOf(t *testing.T, typ string) []payload.Event {
+	var es []payload.Event
 	for _, e := range w.events(t) {
 		if e.Type == typ {
 			es = append(es, e)
@@ -263,12 +264,12 @@ func (w *watcher) eventsOf(t *testing.T, typ string) []daemon.Event {
 }
 
 // model returns the newest state published for a model.
-func (w *watcher) model(t *testing.T, name string) (daemon.ModelState, bool) {
+func (w *watcher) model(t *testing.T, name string) (payload.ModelState, bool) {
 	ms := w.all("models/" + name)
 	if len(ms) == 0 {
-		return daemon.ModelState{}, false
+		return payload.ModelState{}, false
 	}
-	var st daemon.ModelState
+	var st payload.ModelState
 	if err := json.Unmarshal(ms[len(ms)-1].payload, &st); err != nil {
 		t.Fatal(err)
 	}
@@ -299,22 +300,26 @@ func waitFor(t *testing.T, p *proc, timeout time.Duration, what string, cond fun
 	}
 }
 
-// serving waits until the pipeline's plugin has loaded its model.
-func (w *watcher) serving(t *testing.T, p *proc, model, pipeline string) daemon.PipelineState {
+// serving waits until a version of model serves pipeline and returns its
+// state (version, pid).
+func (w *watcher) serving(t *testing.T, p *proc, model, pipeline string) payload.VersionState {
 	t.Helper()
-	var ps daemon.PipelineState
-	waitFor(t, p, 60*time.Second, model+" serving in pipeline "+pipeline, func() bool {
+	var vs payload.VersionState
+	waitFor(t, p, 60*time.Second, model+" serving pipeline "+pipeline, func() bool {
 		st, ok := w.model(t, model)
-		ps = st.Pipelines[pipeline]
-		return ok && ps.State == "serving"
+		if !ok || st.Serving == "" {
+			return false
+		}
+		vs = st.Versions[st.Serving]
+		return vs.State == payload.StateServing && slices.Contains(vs.Pipelines, pipeline)
 	})
-	return ps
+	return vs
 }
 
 // checkDigits asserts each digit has exactly one result and returns the
 // accuracy of top-1 against the true labels. key maps a result to the
 // digit's index.
-func checkDigits(t *testing.T, rs []daemon.Result, ds []digit, key func(daemon.Result) int) float64 {
+func checkDigits(t *testing.T, rs []payload.Result, ds []digit, key func(payload.Result) int) float64 {
 	t.Helper()
 	seen := make([]int, len(ds))
 	correct := 0
@@ -336,7 +341,7 @@ func checkDigits(t *testing.T, rs []daemon.Result, ds []digit, key func(daemon.R
 		if out.Top[0].Label == ds[i].label {
 			correct++
 		}
-		if r.Schema != daemon.Schema || r.Model.Name != "lenet5" || r.Model.Version == "" || r.Task != "classify" ||
+		if r.Schema != payload.Schema || r.Model.Name != "lenet5" || r.Model.Version == "" || r.Task != "classify" ||
 			r.Width != 32 || r.Height != 32 || r.CapturedAt.IsZero() || r.Timings.Total <= 0 || r.Timings.Inference <= 0 {
 			t.Fatalf("result lacks envelope fields: %+v", r)
 		}

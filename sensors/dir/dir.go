@@ -280,6 +280,10 @@ func (s *sensor) process(ctx context.Context, sink sensors.Sink, name string) er
 		Height: h,
 		RGB:    rgb,
 	}
+	f.Reload = func() ([]byte, error) {
+		_, _, rgb, err := s.read(path, info.Size())
+		return rgb, err
+	}
 	f.OnDone(func(err error) { s.finish(sink, name, err) })
 	if err := sink.Deliver(ctx, f); err != nil {
 		s.setInFlight(name, false) // not taken: the file stays for the next start

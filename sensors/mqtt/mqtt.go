@@ -120,6 +120,11 @@ func (s *sensor) handle(ctx context.Context, sink sensors.Sink, topic string, pa
 		Width:  w,
 		Height: h,
 		RGB:    rgb,
+		// The payload (compressed) is smaller than its pixels.
+		Reload: func() ([]byte, error) {
+			_, _, rgb, err := sensors.DecodeImage(payload, s.limits)
+			return rgb, err
+		},
 	}
 	f.OnDone(func(err error) {
 		if !errors.Is(err, sensors.ErrUnfinished) {

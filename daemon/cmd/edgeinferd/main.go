@@ -1,7 +1,9 @@
 // Command edgeinferd is the edgeinfer daemon.
 //
 //	edgeinferd [-config config.toml]         run until SIGTERM or SIGINT
-//	edgeinferd -check [-config config.toml]  check the config and exit
+//	edgeinferd -check [-config config.toml]  check the config, load every
+//	                                         pipeline's model in its plugin, exit
+//	edgeinferd -check -config-only           check the config file only
 //	edgeinferd watch [-config config.toml]   print what the daemon publishes
 //
 // See README.md for the config reference and the MQTT topics.
@@ -9,16 +11,21 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"syscall"
 
 	"github.com/edgeinfer/edgeinfer/daemon"
 	"github.com/edgeinfer/edgeinfer/daemon/config"
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
+	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	_ "github.com/edgeinfer/edgeinfer/sensors/all" // every sensor kind
 )
 
@@ -32,7 +39,8 @@ func main() {
 func run(args []string) int {
 	fs := flag.NewFlagSet("edgeinferd", flag.ExitOnError)
 	path := fs.String("config", "config.toml", "the config file")
-	check := fs.Bool("check", false, "check the config (and that every pipeline's model and plugin exist), then exit")
+	check := fs.Bool("check", false, "check the config and load every pipeline's model in its plugin (load, options, warm-up, validation), then exit")
+	configOnly := fs.Bool("config-only", false, "with -check: check the config file only, loading no model")
 	fs.Parse(args)
 	if fs.NArg() == 1 && *path == "config.toml" {
 		*path = fs.Arg(0) // edgeinferd -check other.toml
@@ -43,44 +51,134 @@ func run(args []string) int {
 		return 2
 	}
 	if *check {
-		return checkModels(cfg)
+		return checkModels(cfg, !*configOnly)
 	}
 	log := newLogger(cfg.Log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := daemon.New(cfg, log).Run(ctx); err != nil {
+	d := daemon.New(cfg, log)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			d.Reload()
+		}
+	}()
+	if err := d.Run(ctx); err != nil {
 		log.Error("edgeinferd failed", "err", err)
 		return 1
 	}
 	return 0
 }
 
-// checkModels reports, for -check, what each pipeline would serve.
-func checkModels(cfg *config.Config) int {
+// checkModels reports, for -check, what each pipeline would serve; with
+// load, each model is loaded in its plugin with its pipelines' options,
+// warmed up and validated against its golden samples, as the daemon would
+// before serving it.
+func checkModels(cfg *config.Config, load bool) int {
 	for _, w := range cfg.Warnings {
 		fmt.Println("warning:", w)
 	}
-	bad := 0
+	byModel := map[string]map[string]json.RawMessage{}
 	for name, p := range cfg.Pipelines {
-		v, err := repo.Newest(cfg.Models.Repository, p.Model)
-		if err == nil {
-			bin := cfg.PluginDir + "/edgeinfer-" + v.Manifest.Task
-			if _, serr := os.Stat(bin); serr != nil {
-				err = fmt.Errorf("no plugin for task %q: %w", v.Manifest.Task, serr)
+		if byModel[p.Model] == nil {
+			byModel[p.Model] = map[string]json.RawMessage{}
+		}
+		opts, _ := json.Marshal(p.Options)
+		byModel[p.Model][name] = opts
+	}
+	bad := 0
+	for _, model := range slices.Sorted(maps.Keys(byModel)) {
+		pipelines := byModel[model]
+		report, err := checkModel(cfg, model, pipelines, load)
+		for _, name := range slices.Sorted(maps.Keys(pipelines)) {
+			p := cfg.Pipelines[name]
+			perr := err
+			if perr == nil {
+				perr = report.refused[name]
 			}
+			if perr != nil {
+				fmt.Fprintf(os.Stderr, "%s: pipelines.%s: model %s: %v\n", cfg.File(), name, model, perr)
+				bad++
+				continue
+			}
+			fmt.Printf("pipeline %s: sensor %s -> model %s version %s (%s)%s\n", name, p.Sensor, model, report.version, report.task, report.detail)
 		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "%s: pipelines.%s: %v\n", cfg.File(), name, err)
-			bad++
-			continue
-		}
-		fmt.Printf("pipeline %s: sensor %s -> model %s version %s (%s)\n", name, p.Sensor, v.Model, v.Version, v.Manifest.Task)
 	}
 	if bad > 0 {
 		return 1
 	}
 	fmt.Printf("%s: ok\n", cfg.File())
 	return 0
+}
+
+type checkReport struct {
+	version, task, detail string
+	refused               map[string]error
+}
+
+// checkModel checks the version of model that would serve now.
+func checkModel(cfg *config.Config, model string, pipelines map[string]json.RawMessage, load bool) (checkReport, error) {
+	s := cfg.Serving(model)
+	var v repo.Version
+	var err error
+	if s.Version == config.VersionLatest {
+		v, err = repo.Servable(cfg.Models.Repository, model)
+	} else {
+		v, err = pinned(cfg.Models.Repository, model, s.Version)
+	}
+	if err != nil {
+		return checkReport{}, err
+	}
+	r := checkReport{version: v.Version, task: v.Manifest.Task, refused: map[string]error{}}
+	bin := filepath.Join(cfg.PluginDir, "edgeinfer-"+v.Manifest.Task)
+	if _, err := os.Stat(bin); err != nil {
+		return r, fmt.Errorf("no plugin for task %q: %w", v.Manifest.Task, err)
+	}
+	if !load {
+		return r, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.LoadTimeout.Duration)
+	defer cancel()
+	p, err := sdk.Start(sdk.Options{Path: bin, Stderr: os.Stderr})
+	if err != nil {
+		return r, err
+	}
+	defer p.Kill()
+	info, err := p.Load(ctx, sdk.LoadRequest{Model: model, Version: v.Version, ModelDir: v.Dir, Threads: cfg.Models.Threads, Tolerance: s.Tolerance})
+	if err != nil {
+		return r, fmt.Errorf("version %s: load: %w", v.Version, err)
+	}
+	for name, opts := range pipelines {
+		if err := p.Configure(ctx, map[string]json.RawMessage{name: opts}); err != nil {
+			r.refused[name] = fmt.Errorf("version %s: options: %w", v.Version, err)
+		}
+	}
+	val, err := p.Validate(ctx)
+	if err != nil {
+		return r, fmt.Errorf("version %s: validation: %w", v.Version, err)
+	}
+	r.detail = fmt.Sprintf(": loaded, warm-up %.1f ms", sdk.Millis(info.Warmup))
+	if val.Samples > 0 {
+		r.detail += fmt.Sprintf(", golden samples reproduced (max abs diff %.2g, tolerance %.2g)", val.MaxAbsDiff, val.Tolerance)
+	} else {
+		r.detail += ", no golden samples to validate against"
+	}
+	return r, nil
+}
+
+// pinned returns version of model if it can be served.
+func pinned(repository, model, version string) (repo.Version, error) {
+	vs, err := repo.Scan(repository, model)
+	if err != nil {
+		return repo.Version{}, err
+	}
+	for _, v := range vs {
+		if v.Version == version {
+			return v, v.Err
+		}
+	}
+	return repo.Version{}, fmt.Errorf("pinned version %s (serving.%s.version) is not in the repository", version, model)
 }
 
 func newLogger(c config.Log) *slog.Logger {

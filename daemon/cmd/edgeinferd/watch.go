@@ -5,16 +5,18 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/edgeinfer/edgeinfer/daemon"
 	"github.com/edgeinfer/edgeinfer/daemon/config"
+	"github.com/edgeinfer/edgeinfer/daemon/payload"
 )
 
 // watch subscribes to everything the daemon publishes and prints one
@@ -65,35 +67,45 @@ func watch(args []string) int {
 }
 
 // describe renders one message for a person.
-func describe(topic string, payload []byte) string {
+func describe(topic string, body []byte) string {
 	now := time.Now().Format("15:04:05.000")
 	switch {
 	case strings.HasSuffix(topic, "/result"):
-		var r daemon.Result
-		if json.Unmarshal(payload, &r) != nil {
+		var r payload.Result
+		if json.Unmarshal(body, &r) != nil {
 			break
 		}
 		return fmt.Sprintf("%s %-12s #%-5d %-40s -> %s  [%.1f ms, model %s v%s]", now, r.Pipeline, r.Seq, r.Source,
 			summarize(r.Output), r.Timings.Total, r.Model.Name, r.Model.Version)
 	case topic == "events":
-		var e daemon.Event
-		if json.Unmarshal(payload, &e) != nil {
+		var e payload.Event
+		if json.Unmarshal(body, &e) != nil {
 			break
 		}
 		return fmt.Sprintf("%s EVENT %s: %s", now, e.Type, e.Message)
 	case strings.HasPrefix(topic, "models/"):
-		var st daemon.ModelState
-		if json.Unmarshal(payload, &st) != nil {
+		var st payload.ModelState
+		if json.Unmarshal(body, &st) != nil {
 			break
 		}
-		line := fmt.Sprintf("%s MODEL %s v%s %s", now, st.Model, st.Version, st.State)
-		if st.Error != "" {
-			line += ": " + st.Error
+		line := fmt.Sprintf("%s MODEL %s serving v%s", now, st.Model, st.Serving)
+		if st.Serving == "" {
+			line = fmt.Sprintf("%s MODEL %s serving nothing", now, st.Model)
+		}
+		for _, v := range slices.Sorted(maps.Keys(st.Versions)) {
+			vs := st.Versions[v]
+			line += fmt.Sprintf("; v%s %s", v, vs.State)
+			if vs.Reason != "" {
+				line += " (" + vs.Reason + ")"
+			}
+		}
+		if st.Reason != "" {
+			line += ": " + st.Reason
 		}
 		return line
 	case topic == "stats":
-		var st daemon.Stats
-		if json.Unmarshal(payload, &st) != nil {
+		var st payload.Stats
+		if json.Unmarshal(body, &st) != nil {
 			break
 		}
 		var parts []string
@@ -102,7 +114,7 @@ func describe(topic string, payload []byte) string {
 		}
 		return fmt.Sprintf("%s STATS %s", now, strings.Join(parts, "; "))
 	}
-	return fmt.Sprintf("%s %s %s", now, topic, payload)
+	return fmt.Sprintf("%s %s %s", now, topic, body)
 }
 
 // summarize prints a task's output compactly: labels with scores for a

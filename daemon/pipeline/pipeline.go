@@ -1,0 +1,241 @@
+// Package pipeline is the pipeline worker: it takes one frame at a time from
+// its queue (daemon/router), runs it on the process that serves its model
+// now (a lease from daemon/serving, so a version switch happens between
+// frames), and publishes the result. The frame's input is released only
+// once the broker has the result.
+//
+// A process that dies or hangs (no answer within the pipeline's timeout)
+// is restarted by the lifecycle and the frame tried again, up to retries
+// times. A pipeline whose model cannot serve waits, and its frames wait in
+// its queue; its siblings on the same sensor are not held up.
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeinfer/edgeinfer/daemon/payload"
+	"github.com/edgeinfer/edgeinfer/daemon/router"
+	"github.com/edgeinfer/edgeinfer/daemon/serving"
+	"github.com/edgeinfer/edgeinfer/plugins/sdk"
+	"github.com/edgeinfer/edgeinfer/sensors"
+)
+
+// Publisher sends a result to the broker and calls then once the broker
+// has it (or it failed).
+type Publisher interface {
+	PublishThen(topic string, retain bool, payload []byte, then func(error))
+}
+
+// Env is what a pipeline needs from the daemon.
+type Env struct {
+	Device     string
+	Topic      string // <prefix>/<pipeline>/result
+	Retain     bool
+	Bus        Publisher
+	Event      func(payload.Event)
+	Logger     *slog.Logger
+	LogResults bool
+	// Publishing counts results not yet acknowledged by the broker.
+	Publishing *sync.WaitGroup
+}
+
+// Settings are the pipeline's [pipelines.<name>] settings the worker uses.
+type Settings struct {
+	Sensor  string
+	Timeout time.Duration // one inference; longer kills the plugin process
+	Retries int           // tries again of a frame whose process died
+}
+
+// Pipeline is one pipeline's worker.
+type Pipeline struct {
+	name  string
+	env   Env
+	queue *router.Queue
+
+	mu    sync.Mutex // guards set and model, changed by a config reload
+	set   Settings
+	model *serving.Model
+
+	frames, results, failed, restarts atomic.Uint64
+	latMu                             sync.Mutex
+	lat                               []float64 // recent totals (ms), a ring
+	latNext                           int
+}
+
+const latencyWindow = 1024
+
+// New makes the worker of the pipeline called name.
+func New(name string, set Settings, queue *router.Queue, model *serving.Model, env Env) *Pipeline {
+	return &Pipeline{name: name, env: env, set: set, queue: queue, model: model}
+}
+
+// Update changes the pipeline's settings and model (config reload); the
+// frame in progress finishes with the old ones.
+func (p *Pipeline) Update(set Settings, model *serving.Model) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.set, p.model = set, model
+}
+
+func (p *Pipeline) current() (Settings, *serving.Model) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.set, p.model
+}
+
+// Name is the pipeline's name.
+func (p *Pipeline) Name() string { return p.name }
+
+// Queue is the pipeline's input.
+func (p *Pipeline) Queue() *router.Queue { return p.queue }
+
+// Run processes frames until ctx ends. The frame in progress is finished;
+// frames still queued are left to the caller (Queue.Close keeps their
+// inputs for another try).
+func (p *Pipeline) Run(ctx context.Context) {
+	for {
+		j, err := p.queue.Next(ctx)
+		if err != nil {
+			return
+		}
+		p.process(ctx, j)
+	}
+}
+
+// process runs one frame and publishes its result or the failure.
+func (p *Pipeline) process(ctx context.Context, j *router.Job) {
+	p.frames.Add(1)
+	f := j.Frame
+	set, model := p.current()
+	rgb, err := j.Pixels()
+	if err != nil {
+		p.fail(j, model, err)
+		return
+	}
+	res, lease, started, err := p.infer(ctx, set, model, sdk.Frame{Pipeline: p.name, Seq: f.Seq, Width: f.Width, Height: f.Height, RGB: rgb})
+	finished := time.Now()
+	if lease == nil && err != nil { // stopping before a version served it: the sensor keeps the input
+		j.Done(router.ErrStopping)
+		return
+	}
+	if err != nil {
+		p.fail(j, model, err)
+		return
+	}
+	t := res.Timings
+	inside := t.Preprocess + t.Inference + t.Postprocess
+	v := lease.Version()
+	r := payload.Result{
+		Schema: payload.Schema, Device: p.env.Device, Pipeline: p.name, Sensor: f.Sensor, Seq: f.Seq, Source: f.Source,
+		CapturedAt: f.Time.UTC(), Model: payload.ModelRef{Name: v.Model, Version: v.Version, PID: lease.Process().Pid()},
+		Task: v.Manifest.Task, Width: f.Width, Height: f.Height, Output: res.Output,
+		Timings: payload.Timings{
+			Queue: sdk.Millis(started.Sub(j.Enqueued)), Transfer: sdk.Millis(max(finished.Sub(started)-inside, 0)),
+			Preprocess: sdk.Millis(t.Preprocess), Inference: sdk.Millis(t.Inference),
+			Postprocess: sdk.Millis(t.Postprocess), Total: sdk.Millis(finished.Sub(j.Enqueued)),
+		},
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		p.fail(j, model, fmt.Errorf("encode result: %w", err))
+		return
+	}
+	// The frame is finished (its file moved to done/, its MQTT message
+	// acknowledged) only once the broker has the result, so a crash in
+	// between loses nothing: the input is processed again.
+	p.env.Publishing.Add(1)
+	p.env.Bus.PublishThen(p.env.Topic, p.env.Retain, b, func(err error) {
+		defer p.env.Publishing.Done()
+		if err != nil {
+			j.Done(fmt.Errorf("result not published: %v: %w", err, sensors.ErrUnfinished))
+			return
+		}
+		j.Done(nil)
+	})
+	p.results.Add(1)
+	p.record(r.Timings.Total)
+	if p.env.LogResults {
+		p.env.Logger.Info("result", "pipeline", p.name, "source", f.Source, "version", v.Version, "output", string(res.Output), "total_ms", r.Timings.Total)
+	}
+}
+
+// fail publishes a frame's failure and finishes it.
+func (p *Pipeline) fail(j *router.Job, model *serving.Model, err error) {
+	f := j.Frame
+	p.failed.Add(1)
+	ev := payload.Event{Type: payload.EventInferenceFailed, Pipeline: p.name, Sensor: f.Sensor, Model: model.Name(), Source: f.Source,
+		Message: fmt.Sprintf("%s: %v", f.Source, err), Attrs: map[string]any{"seq": f.Seq}}
+	if errors.Is(err, sdk.ErrBadFrame) {
+		ev.Type = payload.EventBadInput
+	}
+	p.env.Logger.Warn("frame failed", "pipeline", p.name, "source", f.Source, "err", err)
+	p.env.Event(ev)
+	j.Done(err)
+}
+
+// infer runs a frame on the serving process. A process that died or hung
+// is restarted by the lifecycle and the frame tried again, up to Retries
+// times (a frame that kills the plugin every time is given up, not tried
+// forever). started is when the frame went to the plugin the last time.
+//
+// Only the wait for a serving version ends with ctx: a frame already sent
+// to the plugin is finished (cancelling it would kill the process, which
+// other pipelines share).
+func (p *Pipeline) infer(ctx context.Context, set Settings, model *serving.Model, f sdk.Frame) (res sdk.Result, lease *serving.Lease, started time.Time, err error) {
+	for attempt := 0; ; attempt++ {
+		lease, err = model.Acquire(ctx, p.name)
+		if err != nil {
+			return res, nil, started, err
+		}
+		started = time.Now()
+		ictx, cancel := context.WithTimeout(context.Background(), set.Timeout)
+		res, err = lease.Process().Infer(ictx, f)
+		cancel()
+		lease.Release(err)
+		if !errors.Is(err, sdk.ErrPluginExited) || ctx.Err() != nil {
+			return res, lease, started, err
+		}
+		p.restarts.Add(1)
+		if errors.Is(err, sdk.ErrHung) {
+			err = fmt.Errorf("no answer within %s (pipelines.%s.timeout): %w", set.Timeout, p.name, err)
+		}
+		if attempt >= set.Retries {
+			return res, lease, started, fmt.Errorf("the plugin died %d times on this frame; giving up on it: %w", attempt+1, err)
+		}
+		p.env.Logger.Warn("plugin died during a frame; trying it again", "pipeline", p.name, "seq", f.Seq, "attempt", attempt+1, "err", err)
+	}
+}
+
+func (p *Pipeline) record(ms float64) {
+	p.latMu.Lock()
+	defer p.latMu.Unlock()
+	if len(p.lat) < latencyWindow {
+		p.lat = append(p.lat, ms)
+	} else {
+		p.lat[p.latNext] = ms
+		p.latNext = (p.latNext + 1) % latencyWindow
+	}
+}
+
+// Stats counts since the pipeline started.
+func (p *Pipeline) Stats() payload.PipelineStats {
+	st := payload.PipelineStats{Frames: p.frames.Load(), Results: p.results.Load(), Failed: p.failed.Load(),
+		Skipped: p.queue.Skipped(), Restarts: p.restarts.Load(), Queued: p.queue.Len()}
+	p.latMu.Lock()
+	lat := slices.Clone(p.lat)
+	p.latMu.Unlock()
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		st.P50MS = lat[len(lat)/2]
+		st.P99MS = lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	return st
+}
