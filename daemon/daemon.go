@@ -200,7 +200,13 @@ func (d *Daemon) versions(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case u := <-d.watcher.Updates():
+		case u, ok := <-d.watcher.Updates():
+			if !ok {
+				return
+			}
+			if u.Err != nil {
+				d.log.Error("model repository", "model", u.Model, "err", u.Err)
+			}
 			if md, ok := d.mgr.Lookup(u.Model); ok {
 				md.SetVersions(u.Versions)
 			}

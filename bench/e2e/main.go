@@ -196,7 +196,7 @@ func run(ctx context.Context, s settings, w io.Writer) error {
 // runCase starts edgeinferd and the Python service for one model and runs
 // the rounds.
 func runCase(ctx context.Context, s settings, c benchCase, dir, addr string, client paho.Client) (report, string, error) {
-	v, err := repo.Newest(s.models, c.model)
+	v, err := repo.Servable(s.models, c.model)
 	if err != nil {
 		return report{}, "", err
 	}

@@ -100,11 +100,6 @@ func Servable(repository, model string) (Version, error) {
 	return Version{}, fmt.Errorf("model %s: no servable version; the highest, %s, is not: %w", model, highest.Version, highest.Err)
 }
 
-// Newest is the former name of Servable (bench/e2e still calls it).
-//
-// Deprecated: use Servable, or a Watcher.
-func Newest(repository, model string) (Version, error) { return Servable(repository, model) }
-
 func modelDir(repository, model string) (string, error) {
 	if model == "" || model == "." || model == ".." || strings.ContainsAny(model, `/\`) {
 		return "", fmt.Errorf("model %q: not a folder name", model)
