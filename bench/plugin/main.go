@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -27,6 +28,10 @@ type noop struct{}
 func (noop) Load(context.Context, sdk.LoadRequest) (sdk.ModelInfo, error) {
 	return sdk.ModelInfo{Task: "noop"}, nil
 }
+
+func (noop) Configure(context.Context, map[string]json.RawMessage) error { return nil }
+
+func (noop) Validate(context.Context) (sdk.Validation, error) { return sdk.Validation{}, nil }
 
 func (noop) Infer(_ context.Context, f sdk.Frame) (sdk.Result, error) {
 	if len(f.RGB) != f.Width*f.Height*3 {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/edgeinfer/edgeinfer/plugins/common/imageprep"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/tfmodels"
+	"github.com/edgeinfer/edgeinfer/tfmodels/golden"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 )
 
@@ -23,14 +25,16 @@ import (
 // takes any input size (input.height = input.width = 0).
 const warmupSize = 64
 
-// classifier is the classify Task. Calls come one at a time (sdk.Task), so
-// the input tensor and scratch buffer are reused without locking.
+// classifier is the classify Task: one model version for every pipeline
+// configured. Calls come one at a time (sdk.Task), so the input tensor and
+// scratch buffer are reused without locking.
 type classifier struct {
-	dir    string
-	man    manifest.Manifest
-	opts   options
-	model  *tfmodels.Model
-	runner *tfmodels.Runner
+	dir       string
+	man       manifest.Manifest
+	tolerance float64            // for Validate; 0: golden.Tolerance
+	pipelines map[string]options // set by Configure
+	model     *tfmodels.Model
+	runner    *tfmodels.Runner
 
 	input         *tfmodels.Tensor // [1, height, width, channels], reused across frames
 	height, width int              // the input tensor's size
@@ -45,27 +49,69 @@ type options struct {
 	MinScore float64 `json:"min_score"` // drop labels scoring less, 0..1; default 0
 }
 
-// parseOptions decodes the pipeline's options strictly, over the defaults.
+// parseOptions decodes one pipeline's options strictly, over the defaults.
 func parseOptions(raw json.RawMessage, labels int) (options, error) {
 	o := options{TopK: min(5, labels)}
 	if len(bytes.TrimSpace(raw)) > 0 {
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&o); err != nil {
-			return o, fmt.Errorf("pipeline options: %w", err)
+			return o, fmt.Errorf("options: %w", err)
 		}
 	}
 	if o.TopK < 1 || o.TopK > labels {
-		return o, fmt.Errorf("pipeline options: top_k is %d, must be 1..%d (the model's labels)", o.TopK, labels)
+		return o, fmt.Errorf("top_k is %d, must be 1..%d (the model's labels)", o.TopK, labels)
 	}
 	if !(o.MinScore >= 0 && o.MinScore <= 1) {
-		return o, fmt.Errorf("pipeline options: min_score is %g, must be in [0, 1]", o.MinScore)
+		return o, fmt.Errorf("min_score is %g, must be in [0, 1]", o.MinScore)
 	}
 	return o, nil
 }
 
-// Load reads and checks the manifest and the pipeline options, loads the
-// SavedModel, checks its signature against the manifest and warms it up.
+// Configure replaces the set of pipelines served: every pipeline's options
+// are parsed first (in name order, so the error is always the same one), and
+// the set changes only if all are good.
+func (c *classifier) Configure(ctx context.Context, pipelines map[string]json.RawMessage) error {
+	if c.model == nil {
+		return errors.New("classify: Configure called before Load")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	next := make(map[string]options, len(pipelines))
+	for _, name := range slices.Sorted(maps.Keys(pipelines)) {
+		o, err := parseOptions(pipelines[name], len(c.man.Labels))
+		if err != nil {
+			return fmt.Errorf("pipeline %s: %w", name, err)
+		}
+		next[name] = o
+	}
+	c.pipelines = next
+	return nil
+}
+
+// Validate runs the version's golden samples through the loaded model
+// (tfmodels/golden.Verify: the signature in edgeinfer.toml, every output
+// compared within the tolerance given at Load).
+func (c *classifier) Validate(ctx context.Context) (sdk.Validation, error) {
+	if c.model == nil {
+		return sdk.Validation{}, errors.New("classify: Validate called before Load")
+	}
+	if err := ctx.Err(); err != nil {
+		return sdk.Validation{}, err
+	}
+	rep, err := golden.Verify(c.dir, c.model, c.man, c.tolerance)
+	if err == nil {
+		err = rep.Err()
+	}
+	if err != nil {
+		return sdk.Validation{}, fmt.Errorf("validate model %s: %w", c.dir, err)
+	}
+	return sdk.Validation{Samples: rep.Samples, MaxAbsDiff: rep.MaxAbsDiff(), Tolerance: rep.Tolerance}, nil
+}
+
+// Load reads and checks the manifest, loads the SavedModel, checks its
+// signature against the manifest and warms it up.
 func (c *classifier) Load(ctx context.Context, req sdk.LoadRequest) (sdk.ModelInfo, error) {
 	if c.model != nil {
 		return sdk.ModelInfo{}, fmt.Errorf("classify: model %s is already loaded", c.dir)
@@ -96,11 +142,7 @@ func (c *classifier) load(req sdk.LoadRequest) (sdk.ModelInfo, error) {
 	if man.Input.Resize != "stretch" {
 		return sdk.ModelInfo{}, fmt.Errorf("%s: input.resize %q is not supported for classify (stretch only)", path, man.Input.Resize)
 	}
-	opts, err := parseOptions(req.Options, len(man.Labels))
-	if err != nil {
-		return sdk.ModelInfo{}, err
-	}
-	c.dir, c.man, c.opts = req.ModelDir, man, opts
+	c.dir, c.man, c.tolerance = req.ModelDir, man, req.Tolerance
 
 	if c.model, err = tfmodels.Load(req.ModelDir, tfmodels.Options{IntraOpThreads: req.Threads}); err != nil {
 		return sdk.ModelInfo{}, err
@@ -206,10 +248,15 @@ type output struct {
 	Top []entry `json:"top"`
 }
 
-// Infer classifies one frame.
+// Infer classifies one frame with its pipeline's options.
 func (c *classifier) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 	if c.runner == nil {
 		return sdk.Result{}, errors.New("classify: Infer called before Load")
+	}
+	opts, ok := c.pipelines[f.Pipeline]
+	if !ok {
+		return sdk.Result{}, fmt.Errorf("classify: pipeline %q is not configured (configured: %s)",
+			f.Pipeline, strings.Join(slices.Sorted(maps.Keys(c.pipelines)), ", "))
 	}
 	if err := ctx.Err(); err != nil {
 		return sdk.Result{}, err
@@ -241,7 +288,7 @@ func (c *classifier) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error)
 	}
 	inferred := time.Now()
 
-	top := topK(scores, c.man.Labels, c.man.Output.Softmax, c.opts.TopK, c.opts.MinScore)
+	top := topK(scores, c.man.Labels, c.man.Output.Softmax, opts.TopK, opts.MinScore)
 	out, err := json.Marshal(output{Top: top})
 	if err != nil {
 		return sdk.Result{}, err

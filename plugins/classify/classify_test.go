@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/edgeinfer/edgeinfer/plugins/common/imageprep"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/tfmodels"
+	"github.com/edgeinfer/edgeinfer/tfmodels/golden"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
@@ -30,16 +32,37 @@ func modelDir(t *testing.T, name string) string {
 	return filepath.Join(repo, name, "1")
 }
 
-// load loads a model version into a new classifier closed at the end of the test.
+// testPipeline is the pipeline load configures and the test frames are for.
+const testPipeline = "p"
+
+// load loads a model version into a new classifier closed at the end of the
+// test and configures it for testPipeline with options.
 func load(t *testing.T, dir, options string) (*classifier, sdk.ModelInfo) {
 	t.Helper()
 	c := newClassifier()
 	t.Cleanup(func() { c.Close() })
-	info, err := c.Load(context.Background(), sdk.LoadRequest{ModelDir: dir, Options: json.RawMessage(options), Threads: 2})
+	info, err := c.Load(context.Background(), sdk.LoadRequest{ModelDir: dir, Threads: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
+	configure(t, c, map[string]string{testPipeline: options})
 	return c, info
+}
+
+// configure sets the classifier's pipelines (name -> options JSON).
+func configure(t *testing.T, c *classifier, pipelines map[string]string) {
+	t.Helper()
+	if err := c.Configure(context.Background(), rawOptions(pipelines)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rawOptions(pipelines map[string]string) map[string]json.RawMessage {
+	raw := make(map[string]json.RawMessage, len(pipelines))
+	for name, opts := range pipelines {
+		raw[name] = json.RawMessage(opts)
+	}
+	return raw
 }
 
 // infer runs one frame and decodes the output.
@@ -62,7 +85,7 @@ func grayFrame(gray []byte, w, h int) sdk.Frame {
 	for _, p := range gray {
 		rgb = append(rgb, p, p, p)
 	}
-	return sdk.Frame{Width: w, Height: h, RGB: rgb}
+	return sdk.Frame{Pipeline: testPipeline, Width: w, Height: h, RGB: rgb}
 }
 
 // noiseFrame is a frame of seeded random pixels.
@@ -72,7 +95,7 @@ func noiseFrame(w, h int, seed uint64) sdk.Frame {
 	for i := range rgb {
 		rgb[i] = byte(r.IntN(256))
 	}
-	return sdk.Frame{Width: w, Height: h, RGB: rgb}
+	return sdk.Frame{Pipeline: testPipeline, Width: w, Height: h, RGB: rgb}
 }
 
 // python runs testdata/reference.py with the project's venv (make test
@@ -325,10 +348,10 @@ func TestAnySizeModelRunsFramesAtTheirSize(t *testing.T) {
 func TestBadFramesAreErrBadFrame(t *testing.T) {
 	c, _ := load(t, modelDir(t, "lenet5"), "")
 	for _, f := range []sdk.Frame{
-		{Width: 32, Height: 32, RGB: make([]byte, 32*32*3-1)},
-		{Width: 32, Height: 32, RGB: make([]byte, 32*32)},
-		{Width: 0, Height: 0},
-		{Width: -1, Height: -1, RGB: make([]byte, 3)},
+		{Pipeline: testPipeline, Width: 32, Height: 32, RGB: make([]byte, 32*32*3-1)},
+		{Pipeline: testPipeline, Width: 32, Height: 32, RGB: make([]byte, 32*32)},
+		{Pipeline: testPipeline, Width: 0, Height: 0},
+		{Pipeline: testPipeline, Width: -1, Height: -1, RGB: make([]byte, 3)},
 	} {
 		_, err := c.Infer(context.Background(), f)
 		if !errors.Is(err, sdk.ErrBadFrame) || !strings.Contains(err.Error(), "RGB bytes") {
@@ -341,23 +364,24 @@ func TestBadFramesAreErrBadFrame(t *testing.T) {
 	}
 }
 
+// Each pipeline's options are checked at Configure; a bad one names the
+// pipeline and the option, and the set in force stays as it was.
 func TestOptions(t *testing.T) {
-	dir := modelDir(t, "lenet5")
+	c, _ := load(t, modelDir(t, "lenet5"), `{"top_k": 2}`)
 	for _, tc := range []struct{ options, want string }{
-		{`{"top_k": 0}`, "top_k is 0, must be 1..10"},
-		{`{"top_k": 11}`, "top_k is 11, must be 1..10"},
-		{`{"topk": 3}`, `unknown field "topk"`},
+		{`{"top_k": 0}`, "pipeline bad: top_k is 0, must be 1..10"},
+		{`{"top_k": 11}`, "pipeline bad: top_k is 11, must be 1..10"},
+		{`{"topk": 3}`, `pipeline bad: options: json: unknown field "topk"`},
 		{`{"top_k": "3"}`, "top_k"},
-		{`{"min_score": 1.5}`, "min_score is 1.5, must be in [0, 1]"},
-		{`[1]`, "pipeline options"},
+		{`{"min_score": 1.5}`, "pipeline bad: min_score is 1.5, must be in [0, 1]"},
+		{`[1]`, "pipeline bad: options"},
 	} {
-		c := newClassifier()
-		_, err := c.Load(context.Background(), sdk.LoadRequest{ModelDir: dir, Options: json.RawMessage(tc.options)})
+		err := c.Configure(context.Background(), rawOptions(map[string]string{"good": `{"top_k": 4}`, "bad": tc.options}))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("options %s: got %v, want an error containing %q", tc.options, err, tc.want)
 		}
-		if c.model != nil {
-			t.Errorf("options %s: model left loaded after a failed Load", tc.options)
+		if len(c.pipelines) != 1 || c.pipelines[testPipeline] != (options{TopK: 2}) {
+			t.Errorf("options %s: the set changed to %+v", tc.options, c.pipelines)
 		}
 	}
 	for _, tc := range []struct {
@@ -369,10 +393,106 @@ func TestOptions(t *testing.T) {
 		{`{}`, options{TopK: 5}},
 		{`{"top_k": 10, "min_score": 0.25}`, options{TopK: 10, MinScore: 0.25}},
 	} {
-		c, _ := load(t, dir, tc.options)
-		if c.opts != tc.want {
-			t.Errorf("options %q: got %+v, want %+v", tc.options, c.opts, tc.want)
+		configure(t, c, map[string]string{testPipeline: tc.options})
+		if got := c.pipelines[testPipeline]; got != tc.want {
+			t.Errorf("options %q: got %+v, want %+v", tc.options, got, tc.want)
 		}
+	}
+}
+
+// One process serves several pipelines, each with its own options; a
+// Configure replaces the whole set.
+func TestPipelinesOnOneProcessUseTheirOwnOptions(t *testing.T) {
+	c, _ := load(t, modelDir(t, "lenet5"), "")
+	configure(t, c, map[string]string{"one": `{"top_k": 1}`, "three": `{"top_k": 3}`})
+	f := grayFrame(make([]byte, 32*32), 32, 32)
+	f.Pipeline = "one"
+	one := infer(t, c, f)
+	f.Pipeline = "three"
+	three := infer(t, c, f)
+	if len(one.Top) != 1 || len(three.Top) != 3 || one.Top[0] != three.Top[0] {
+		t.Fatalf("top_k 1: %+v; top_k 3: %+v", one.Top, three.Top)
+	}
+
+	configure(t, c, map[string]string{"three": `{"top_k": 2}`})
+	if out := infer(t, c, f); len(out.Top) != 2 {
+		t.Errorf("after reconfiguring pipeline three to top_k 2: %+v", out.Top)
+	}
+	f.Pipeline = "one"
+	if _, err := c.Infer(context.Background(), f); err == nil || !strings.Contains(err.Error(), `pipeline "one" is not configured (configured: three)`) {
+		t.Errorf("a pipeline dropped from the set: %v", err)
+	}
+}
+
+// Validate reruns the golden samples through the loaded model.
+func TestValidatePassesOnTheExportedModel(t *testing.T) {
+	c, _ := load(t, modelDir(t, "lenet5"), "")
+	v, err := c.Validate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("lenet5 validation: %+v", v)
+	if v.Samples < 1 || v.Tolerance != golden.Tolerance || v.MaxAbsDiff > v.Tolerance {
+		t.Errorf("validation %+v", v)
+	}
+}
+
+// copyVersion copies a model version into a temporary directory.
+func copyVersion(t *testing.T, name string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "1")
+	if err := os.CopyFS(dir, os.DirFS(modelDir(t, name))); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// A golden output that no longer matches the model fails Validate, naming
+// the output, its difference and the tolerance; a larger tolerance given at
+// Load accepts it.
+func TestValidateNamesTheOutputThatDiffers(t *testing.T) {
+	dir := copyVersion(t, "lenet5")
+	path := filepath.Join(dir, "golden", "output_logits.npy")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := npy.Decode(b) // a.Data is b's data section
+	if err != nil || a.Descr != "<f4" {
+		t.Fatalf("%s: %v %+v", path, err, a)
+	}
+	v := math.Float32frombits(binary.LittleEndian.Uint32(a.Data))
+	binary.LittleEndian.PutUint32(a.Data, math.Float32bits(v+0.5))
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	c, _ := load(t, dir, "")
+	_, err = c.Validate(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `output "logits" differs`) ||
+		!strings.Contains(err.Error(), "max abs difference 0.5 > tolerance 0.0001") {
+		t.Fatalf("got %v, want the output, its difference and the tolerance named", err)
+	}
+
+	lax := newClassifier()
+	t.Cleanup(func() { lax.Close() })
+	if _, err := lax.Load(context.Background(), sdk.LoadRequest{ModelDir: dir, Tolerance: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := lax.Validate(context.Background()); err != nil || v.Tolerance != 1 || v.MaxAbsDiff < 0.49 {
+		t.Errorf("tolerance 1: %+v, %v", v, err)
+	}
+}
+
+// A version exported without golden samples has nothing to validate.
+func TestValidateWithoutGoldenRunsNoSamples(t *testing.T) {
+	dir := copyVersion(t, "lenet5")
+	if err := os.RemoveAll(filepath.Join(dir, "golden")); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := load(t, dir, "")
+	if v, err := c.Validate(context.Background()); err != nil || v.Samples != 0 {
+		t.Errorf("got %+v, %v; want Samples 0 and no error", v, err)
 	}
 }
 
@@ -392,12 +512,8 @@ func TestMinScoreDropsEntries(t *testing.T) {
 
 // Manifests the plugin cannot serve are refused at Load, naming why.
 func TestLoadRefusesOtherManifests(t *testing.T) {
-	lenet := modelDir(t, "lenet5")
 	edited := func(from, to string) string {
-		dir := filepath.Join(t.TempDir(), "1")
-		if err := os.CopyFS(dir, os.DirFS(lenet)); err != nil {
-			t.Fatal(err)
-		}
+		dir := copyVersion(t, "lenet5")
 		p := filepath.Join(dir, manifest.File)
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -431,12 +547,22 @@ func TestLoadRefusesOtherManifests(t *testing.T) {
 func TestLifecycle(t *testing.T) {
 	dir := modelDir(t, "lenet5")
 	c := newClassifier()
-	if _, err := c.Infer(context.Background(), grayFrame(make([]byte, 32*32), 32, 32)); err == nil {
+	ctx := context.Background()
+	if _, err := c.Infer(ctx, grayFrame(make([]byte, 32*32), 32, 32)); err == nil {
 		t.Error("Infer before Load succeeded")
 	}
+	if err := c.Configure(ctx, nil); err == nil || !strings.Contains(err.Error(), "before Load") {
+		t.Errorf("Configure before Load: %v", err)
+	}
+	if _, err := c.Validate(ctx); err == nil || !strings.Contains(err.Error(), "before Load") {
+		t.Errorf("Validate before Load: %v", err)
+	}
 	req := sdk.LoadRequest{ModelDir: dir}
-	if _, err := c.Load(context.Background(), req); err != nil {
+	if _, err := c.Load(ctx, req); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := c.Infer(ctx, grayFrame(make([]byte, 32*32), 32, 32)); err == nil || !strings.Contains(err.Error(), `pipeline "p" is not configured`) {
+		t.Errorf("Infer before Configure: %v", err)
 	}
 	if _, err := c.Load(context.Background(), req); err == nil || !strings.Contains(err.Error(), "already loaded") {
 		t.Errorf("second Load: %v", err)

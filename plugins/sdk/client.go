@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -35,17 +37,22 @@ type Options struct {
 	StartTimeout time.Duration
 }
 
-// Plugin is a running plugin process. It implements Task; calls are
-// serialised. Errors wrap ErrPluginExited when the process is gone, and
-// ErrBadFrame when the plugin refused the frame.
+// Plugin is a running plugin process: the daemon's Process. Calls are
+// serialised (several pipelines share one Plugin); if a call's ctx ends
+// before the plugin answers, the process is killed and the error wraps
+// ErrHung and ErrPluginExited. Errors wrap ErrPluginExited when the process
+// is gone, and ErrBadFrame when the plugin refused the frame.
 type Plugin struct {
 	client *plugin.Client
+	proc   *os.Process
+	pid    int
 	rpc    taskpb.TaskClient
 	copy   bool
+	calls  *calls
 
-	mu     sync.Mutex
+	shmMu  sync.Mutex // the buffer: written by the call in progress, freed by Kill
 	shm    shmWriter
-	stream grpc.BidiStreamingClient[taskpb.InferRequest, taskpb.InferResponse] // opened at the first Infer
+	stream grpc.BidiStreamingClient[taskpb.InferRequest, taskpb.InferResponse] // opened at the first Infer; used by the call in progress
 }
 
 // Start starts the plugin binary and completes the handshake.
@@ -70,7 +77,10 @@ func Start(opts Options) (*Plugin, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     timeout,
 		SyncStderr:       stderr,
-		Logger:           hclog.New(&hclog.LoggerOptions{Name: "plugin", Output: stderr, Level: hclog.Warn}),
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "plugin", Output: stderr, Level: hclog.Warn,
+			// The caller learns of an exit from ErrPluginExited (and Kill
+			// always ends with SIGKILL): go-plugin's own line is noise.
+			Exclude: func(_ hclog.Level, msg string, _ ...any) bool { return msg == "plugin process exited" }}),
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage))},
 	})
@@ -84,105 +94,201 @@ func Start(opts Options) (*Plugin, error) {
 		c.Kill()
 		return nil, fmt.Errorf("start plugin %s: %w", opts.Path, err)
 	}
-	return &Plugin{client: c, rpc: raw.(taskpb.TaskClient), copy: opts.CopyPixels}, nil
+	p := &Plugin{client: c, proc: cmd.Process, pid: cmd.Process.Pid, rpc: raw.(taskpb.TaskClient), copy: opts.CopyPixels}
+	p.calls = newCalls(p.end, c.Exited)
+	return p, nil
 }
 
 // Pid is the plugin's process id.
-func (p *Plugin) Pid() int {
-	if rc := p.client.ReattachConfig(); rc != nil {
-		return rc.Pid
-	}
-	return 0
+func (p *Plugin) Pid() int { return p.pid }
+
+// Exited reports whether the plugin process has ended or is being killed.
+func (p *Plugin) Exited() bool { return p.calls.exited() }
+
+// Kill ends the plugin process at once (SIGKILL, also when it is stopped:
+// no graceful wait) and frees the shared frame buffer. It does not wait for
+// a call in progress: that call returns, with ErrPluginExited. Safe to call
+// more than once and concurrently.
+func (p *Plugin) Kill() { p.calls.kill() }
+
+// end is the kill itself: SIGKILL first, because go-plugin's Kill asks the
+// plugin to shut down and waits for that, which a stopped or stuck process
+// never does; then go-plugin's cleanup, which now returns at once.
+func (p *Plugin) end() {
+	p.proc.Kill() // through a pidfd: never another process that reused the pid
+	p.client.Kill()
+	p.shmMu.Lock()
+	p.shm.close()
+	p.shmMu.Unlock()
 }
 
-// Exited reports whether the plugin process has ended.
-func (p *Plugin) Exited() bool { return p.client.Exited() }
+// SetNice sets the niceness of every thread of the plugin process.
+func (p *Plugin) SetNice(n int) error {
+	if p.Exited() {
+		return fmt.Errorf("renice plugin %d: %w", p.pid, ErrPluginExited)
+	}
+	return setNice(p.pid, n)
+}
 
-// Kill ends the plugin process (gracefully first) and frees the shared
-// frame buffer.
-func (p *Plugin) Kill() {
-	p.client.Kill()
-	p.mu.Lock()
-	p.shm.close()
-	p.mu.Unlock()
+// setNice sets the niceness of each thread of pid (Linux keeps one per
+// thread: renicing the process id alone leaves the others as they were).
+func setNice(pid, n int) error {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("renice plugin %d: %w", pid, ErrPluginExited)
+	} else if err != nil {
+		return fmt.Errorf("renice plugin %d: %w", pid, err)
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		// A thread may end while we go through them (ESRCH).
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, n); err != nil && err != syscall.ESRCH {
+			return fmt.Errorf("renice plugin %d (thread %d) to %d: %w", pid, tid, n, err)
+		}
+	}
+	return nil
 }
 
 // Load implements Task.
-func (p *Plugin) Load(ctx context.Context, req LoadRequest) (ModelInfo, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	res, err := p.rpc.Load(ctx, &taskpb.LoadRequest{
-		Model: req.Model, Version: req.Version, ModelDir: req.ModelDir,
-		OptionsJson: req.Options, Threads: int32(req.Threads),
+func (p *Plugin) Load(ctx context.Context, req LoadRequest) (info ModelInfo, err error) {
+	err = p.calls.do(ctx, "load", func() error {
+		res, err := p.rpc.Load(ctx, &taskpb.LoadRequest{
+			Model: req.Model, Version: req.Version, ModelDir: req.ModelDir,
+			Threads: int32(req.Threads), Tolerance: req.Tolerance,
+		})
+		if err != nil {
+			return p.wrap(err)
+		}
+		info = ModelInfo{
+			Task: res.Task, Signature: res.Signature, InputShape: res.InputShape,
+			Labels: int(res.Labels), Warmup: time.Duration(res.WarmupNs), Description: res.Description,
+		}
+		return nil
 	})
 	if err != nil {
-		return ModelInfo{}, p.wrap(err)
+		return ModelInfo{}, err
 	}
-	return ModelInfo{
-		Task: res.Task, Signature: res.Signature, InputShape: res.InputShape,
-		Labels: int(res.Labels), Warmup: time.Duration(res.WarmupNs), Description: res.Description,
-	}, nil
+	return info, nil
+}
+
+// Configure implements Task.
+func (p *Plugin) Configure(ctx context.Context, pipelines map[string]json.RawMessage) error {
+	return p.calls.do(ctx, "configure", func() error {
+		req := &taskpb.ConfigureRequest{Pipelines: make(map[string][]byte, len(pipelines))}
+		for name, opts := range pipelines {
+			req.Pipelines[name] = opts
+		}
+		_, err := p.rpc.Configure(ctx, req)
+		return p.wrap(err)
+	})
+}
+
+// Validate implements Task.
+func (p *Plugin) Validate(ctx context.Context) (v Validation, err error) {
+	err = p.calls.do(ctx, "validate", func() error {
+		res, err := p.rpc.Validate(ctx, &taskpb.ValidateRequest{})
+		if err != nil {
+			return p.wrap(err)
+		}
+		v = Validation{Samples: int(res.Samples), MaxAbsDiff: res.MaxAbsDiff, Tolerance: res.Tolerance}
+		return nil
+	})
+	if err != nil {
+		return Validation{}, err
+	}
+	return v, nil
 }
 
 // Infer implements Task: the pixels go into the shared buffer (or the
 // message, with CopyPixels) and only their place travels over gRPC.
-func (p *Plugin) Infer(ctx context.Context, f Frame) (Result, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	req := &taskpb.InferRequest{Seq: f.Seq, Width: int32(f.Width), Height: int32(f.Height)}
-	if p.copy {
-		req.Pixels = &taskpb.InferRequest_Rgb{Rgb: f.RGB}
-	} else {
-		if err := p.shm.write(f.RGB); err != nil {
-			return Result{}, err
+func (p *Plugin) Infer(ctx context.Context, f Frame) (res Result, err error) {
+	err = p.calls.do(ctx, "infer", func() error {
+		req := &taskpb.InferRequest{Pipeline: f.Pipeline, Seq: f.Seq, Width: int32(f.Width), Height: int32(f.Height)}
+		if p.copy {
+			req.Pixels = &taskpb.InferRequest_Rgb{Rgb: f.RGB}
+		} else {
+			shared, err := p.share(f.RGB)
+			if err != nil {
+				return err
+			}
+			req.Pixels = &taskpb.InferRequest_Shared{Shared: shared}
 		}
-		req.Pixels = &taskpb.InferRequest_Shared{Shared: &taskpb.SharedPixels{
-			Path: p.shm.path, Size: uint64(len(p.shm.data)), Length: uint64(len(f.RGB)),
-		}}
-	}
-	if err := ctx.Err(); err != nil {
+		r, err := p.exchange(req)
+		if err != nil {
+			return p.wrap(err)
+		}
+		if r.Error != "" {
+			if r.BadFrame {
+				// The plugin's message already says "bad frame: ...".
+				return &remoteError{msg: r.Error, kind: ErrBadFrame}
+			}
+			return &remoteError{msg: r.Error}
+		}
+		res = Result{Output: json.RawMessage(r.OutputJson),
+			Timings: Timings{
+				Preprocess:  time.Duration(r.PreprocessNs),
+				Inference:   time.Duration(r.InferenceNs),
+				Postprocess: time.Duration(r.PostprocessNs),
+			},
+		}
+		return nil
+	})
+	if err != nil {
 		return Result{}, err
 	}
+	return res, nil
+}
+
+// share writes the pixels into the shared buffer, unless Kill has freed it.
+func (p *Plugin) share(rgb []byte) (*taskpb.SharedPixels, error) {
+	p.shmMu.Lock()
+	defer p.shmMu.Unlock()
+	if p.calls.exited() {
+		return nil, fmt.Errorf("infer: %w", ErrPluginExited)
+	}
+	if err := p.shm.write(rgb); err != nil {
+		return nil, err
+	}
+	return &taskpb.SharedPixels{Path: p.shm.path, Size: uint64(len(p.shm.data)), Length: uint64(len(rgb))}, nil
+}
+
+// exchange sends one request on the frame stream and waits for its answer.
+func (p *Plugin) exchange(req *taskpb.InferRequest) (*taskpb.InferResponse, error) {
 	if p.stream == nil {
-		// The stream lives as long as the plugin, not as one call's ctx.
+		// The stream lives as long as the plugin, not as one call's ctx;
+		// a call whose ctx ends kills the process, which ends the stream.
 		stream, err := p.rpc.Infer(context.Background())
 		if err != nil {
-			return Result{}, p.wrap(err)
+			return nil, err
 		}
 		p.stream = stream
 	}
 	if err := p.stream.Send(req); err != nil {
 		p.stream = nil
-		return Result{}, p.wrap(err)
+		return nil, err
 	}
 	res, err := p.stream.Recv()
 	if err != nil {
 		p.stream = nil
-		return Result{}, p.wrap(err)
+		return nil, err
 	}
-	if res.Error != "" {
-		if res.BadFrame {
-			// The plugin's message already says "bad frame: ...".
-			return Result{}, &remoteError{msg: res.Error, kind: ErrBadFrame}
-		}
-		return Result{}, errors.New(res.Error)
-	}
-	return Result{Output: json.RawMessage(res.OutputJson),
-		Timings: Timings{
-			Preprocess:  time.Duration(res.PreprocessNs),
-			Inference:   time.Duration(res.InferenceNs),
-			Postprocess: time.Duration(res.PostprocessNs),
-		},
-	}, nil
+	return res, nil
 }
 
-// wrap turns a gRPC error into the SDK's. Load's own error comes back at
-// once with the plugin's message; any other is a transport error, and the
-// process is given a moment to be seen as exited (ErrPluginExited).
+// wrap turns a gRPC error into the SDK's. The task's own error (Load's,
+// Configure's, Validate's) comes back at once with the plugin's message; any
+// other is a transport error, and the process is given a moment to be seen
+// as exited (ErrPluginExited).
 func (p *Plugin) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
 	st, _ := status.FromError(err)
-	if st.Code() == codes.FailedPrecondition && !p.client.Exited() {
-		return errors.New(st.Message()) // Load's own error
+	if st.Code() == codes.FailedPrecondition && !p.Exited() {
+		return &remoteError{msg: st.Message()} // the task's own error
 	}
 	if p.waitExited() {
 		return fmt.Errorf("%w: %s", ErrPluginExited, st.Message())
@@ -194,7 +300,7 @@ func (p *Plugin) wrap(err error) error {
 // (the RPC error can arrive before the wait on the process returns).
 func (p *Plugin) waitExited() bool {
 	for i := 0; i < 100; i++ {
-		if p.client.Exited() {
+		if p.Exited() {
 			return true
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -202,7 +308,9 @@ func (p *Plugin) waitExited() bool {
 	return false
 }
 
-// remoteError is an error the plugin returned, with its message as it was.
+// remoteError is an error the task returned, with its message as it was
+// and the one kind that crosses the process boundary (ErrBadFrame, from
+// Infer), if any.
 type remoteError struct {
 	msg  string
 	kind error

@@ -10,3 +10,8 @@ var ErrBadFrame = errors.New("bad frame")
 // ErrPluginExited is wrapped by the client's errors when the plugin process
 // is gone (crashed, killed); the daemon restarts it and retries the frame.
 var ErrPluginExited = errors.New("plugin process exited")
+
+// ErrHung is wrapped, together with ErrPluginExited, by the error of a call
+// whose ctx ended before the plugin answered: the process was killed (it
+// may be stuck in the model, or stopped), so errors.Is finds both.
+var ErrHung = errors.New("plugin did not answer in time")

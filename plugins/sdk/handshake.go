@@ -4,9 +4,10 @@ import (
 	"github.com/hashicorp/go-plugin"
 )
 
-// ProtocolVersion is the version of proto/task.proto. A daemon and a plugin
+// ProtocolVersion is the version of proto/task.proto (3: one process serves
+// several pipelines: Configure, Validate, Frame.Pipeline). A daemon and a plugin
 // built with different versions refuse each other at the handshake.
-const ProtocolVersion = 2
+const ProtocolVersion = 3
 
 // Handshake is shared by the daemon and every plugin. The cookie only stops a
 // plugin binary from being run by hand by mistake; it is not security.

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"sync"
@@ -59,15 +60,44 @@ func (s *server) Load(ctx context.Context, req *taskpb.LoadRequest) (*taskpb.Loa
 	defer s.mu.Unlock()
 	info, err := s.impl.Load(ctx, LoadRequest{
 		Model: req.Model, Version: req.Version, ModelDir: req.ModelDir,
-		Options: req.OptionsJson, Threads: int(req.Threads),
+		Threads: int(req.Threads), Tolerance: req.Tolerance,
 	})
 	if err != nil {
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
+		return nil, refused(err)
 	}
 	return &taskpb.LoadResponse{
 		Task: info.Task, Signature: info.Signature, InputShape: info.InputShape,
 		Labels: int32(info.Labels), WarmupNs: int64(info.Warmup), Description: info.Description,
 	}, nil
+}
+
+func (s *server) Configure(ctx context.Context, req *taskpb.ConfigureRequest) (*taskpb.ConfigureResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pipelines := make(map[string]json.RawMessage, len(req.Pipelines))
+	for name, opts := range req.Pipelines {
+		pipelines[name] = opts
+	}
+	if err := s.impl.Configure(ctx, pipelines); err != nil {
+		return nil, refused(err)
+	}
+	return &taskpb.ConfigureResponse{}, nil
+}
+
+func (s *server) Validate(ctx context.Context, _ *taskpb.ValidateRequest) (*taskpb.ValidateResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, err := s.impl.Validate(ctx)
+	if err != nil {
+		return nil, refused(err)
+	}
+	return &taskpb.ValidateResponse{Samples: int32(v.Samples), MaxAbsDiff: v.MaxAbsDiff, Tolerance: v.Tolerance}, nil
+}
+
+// refused is the task's own error as the client tells it from a transport
+// error: FailedPrecondition with the task's message.
+func refused(err error) error {
+	return status.Error(codes.FailedPrecondition, err.Error())
 }
 
 // Infer serves the daemon's stream of frames, one at a time.
@@ -90,7 +120,7 @@ func (s *server) Infer(stream grpc.BidiStreamingServer[taskpb.InferRequest, task
 func (s *server) infer(ctx context.Context, req *taskpb.InferRequest) *taskpb.InferResponse {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := Frame{Seq: req.Seq, Width: int(req.Width), Height: int(req.Height)}
+	f := Frame{Pipeline: req.Pipeline, Seq: req.Seq, Width: int(req.Width), Height: int(req.Height)}
 	switch px := req.Pixels.(type) {
 	case *taskpb.InferRequest_Shared:
 		rgb, err := s.shm.view(px.Shared.Path, px.Shared.Size, px.Shared.Length)

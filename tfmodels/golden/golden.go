@@ -2,6 +2,9 @@
 // Python TensorFlow wrote beside it (see tfmodels/zoo/common.py): the outputs
 // for a fixed input (golden/input_<key>.npy, golden/output_<key>.npy) and the
 // signatures as TensorFlow's protobuf classes read them (signatures.json).
+// Verify does the output comparison on a model already loaded (a plugin
+// validating the version it serves); Check loads the model and adds the
+// signature comparison (a test of tfmodels itself).
 package golden
 
 import (
@@ -20,7 +23,8 @@ import (
 	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
 
-// Tolerance is the largest absolute difference from Python accepted.
+// Tolerance is the largest absolute difference from Python accepted unless
+// the caller gives its own.
 const Tolerance = 1e-4
 
 // readManifest reads and validates <dir>/edgeinfer.toml.
@@ -39,36 +43,63 @@ func readManifest(dir string) (manifest.Manifest, error) {
 type Output struct {
 	Key         string
 	Shape       []int64
-	MaxAbsDiff  float64
+	MaxAbsDiff  float64 // +Inf when the shape differs or a value is NaN
 	ShapeDiffer bool
+	Tolerance   float64 // what MaxAbsDiff is held to
 }
 
-// OK reports whether the output matches within Tolerance.
-func (o Output) OK() bool { return !o.ShapeDiffer && o.MaxAbsDiff <= Tolerance }
+// OK reports whether the output matches within its tolerance.
+func (o Output) OK() bool { return !o.ShapeDiffer && o.MaxAbsDiff <= o.Tolerance }
 
 // Report is the result of checking one model version.
 type Report struct {
-	Dir     string
-	Outputs []Output
+	Dir       string
+	Samples   int     // golden samples run: the golden input's batch; 0 when the version has no golden/
+	Tolerance float64 // the largest absolute difference accepted
+	Outputs   []Output
 }
 
-// OK reports whether every output matched.
+// OK reports whether outputs were compared and every one matched.
 func (r Report) OK() bool {
+	return len(r.Outputs) > 0 && r.Err() == nil
+}
+
+// MaxAbsDiff is the largest absolute difference over every output.
+func (r Report) MaxAbsDiff() float64 {
+	d := 0.0
 	for _, o := range r.Outputs {
-		if !o.OK() {
-			return false
+		d = math.Max(d, o.MaxAbsDiff)
+	}
+	return d
+}
+
+// Err names the first output that differs from its golden file, with its
+// max abs difference and the tolerance; nil when none does (also when
+// there was nothing to compare: see Samples).
+func (r Report) Err() error {
+	for _, o := range r.Outputs {
+		file := filepath.Join(r.Dir, "golden", "output_"+o.Key+".npy")
+		switch {
+		case o.ShapeDiffer:
+			return fmt.Errorf("output %q is %v, %s differs in shape", o.Key, o.Shape, file)
+		case !o.OK():
+			return fmt.Errorf("output %q differs from %s: max abs difference %.3g > tolerance %.3g", o.Key, file, o.MaxAbsDiff, o.Tolerance)
 		}
 	}
-	return len(r.Outputs) > 0
+	return nil
 }
 
-// Check loads the model in dir, feeds its golden inputs to the signature
-// named in edgeinfer.toml and compares every output with Python's.
+// Check loads the model in dir, checks tfmodels' reading of its signatures
+// against TensorFlow's (golden/signatures.json) and verifies its golden
+// outputs within Tolerance. A version without golden/ is an error here.
 func Check(dir string) (Report, error) {
-	rep := Report{Dir: dir}
+	rep := Report{Dir: dir, Tolerance: Tolerance}
 	man, err := readManifest(dir)
 	if err != nil {
 		return rep, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "golden")); err != nil {
+		return rep, fmt.Errorf("%s: no golden samples to check against: %w", dir, err)
 	}
 	m, err := tfmodels.Load(dir, tfmodels.Options{})
 	if err != nil {
@@ -76,6 +107,25 @@ func Check(dir string) (Report, error) {
 	}
 	defer m.Close()
 	if err := checkSignatures(dir, m); err != nil {
+		return rep, err
+	}
+	return Verify(dir, m, man, Tolerance)
+}
+
+// Verify feeds the golden inputs of the version in dir (golden/input_<key>.npy)
+// to m, already loaded from dir, through the signature man names, and
+// compares every output with golden/output_<key>.npy within tol (0 means
+// Tolerance). A version without golden/ gives a Report with Samples 0 and
+// no error. An error means the comparison could not be made; a mismatch is
+// in the Report (Report.Err).
+func Verify(dir string, m *tfmodels.Model, man manifest.Manifest, tol float64) (Report, error) {
+	if tol == 0 {
+		tol = Tolerance
+	}
+	rep := Report{Dir: dir, Tolerance: tol}
+	if _, err := os.Stat(filepath.Join(dir, "golden")); errors.Is(err, fs.ErrNotExist) {
+		return rep, nil
+	} else if err != nil {
 		return rep, err
 	}
 	sig, err := m.Signature(man.Signature)
@@ -86,10 +136,17 @@ func Check(dir string) (Report, error) {
 		return rep, fmt.Errorf("%s: edgeinfer.toml input %q (%s) is not among the signature's inputs %v", dir, man.Input.Key, man.Input.DType, sig.Inputs)
 	}
 	inputs := map[string]*tfmodels.Tensor{}
+	samples := 0
 	for _, info := range sig.Inputs {
 		a, err := npy.Read(filepath.Join(dir, "golden", "input_"+info.Key+".npy"))
 		if err != nil {
 			return rep, err
+		}
+		if info.Key == man.Input.Key {
+			samples = 1
+			if len(a.Shape) > 0 {
+				samples = int(a.Shape[0])
+			}
 		}
 		t, err := tfmodels.FromNpy(a)
 		if err != nil {
@@ -117,7 +174,7 @@ func Check(dir string) (Report, error) {
 		if err != nil {
 			return rep, err
 		}
-		o := Output{Key: k, Shape: outs[k].Shape()}
+		o := Output{Key: k, Shape: outs[k].Shape(), Tolerance: tol}
 		if !slices.Equal(o.Shape, want.Shape) {
 			o.ShapeDiffer, o.MaxAbsDiff = true, math.Inf(1)
 		} else if o.MaxAbsDiff, err = maxAbsDiff(outs[k], want); err != nil {
@@ -125,6 +182,7 @@ func Check(dir string) (Report, error) {
 		}
 		rep.Outputs = append(rep.Outputs, o)
 	}
+	rep.Samples = samples
 	return rep, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/edgeinfer/edgeinfer/tfmodels"
+	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
 
@@ -72,23 +73,34 @@ func TestZooRepositoryHoldsExactlyTheKnownModels(t *testing.T) {
 	}
 }
 
-// The check itself must catch a wrong output: perturb one golden value.
-func TestCheckCatchesAnOutputThatDiffersFromPython(t *testing.T) {
-	src := filepath.Join(modelRepo(t), "lenet5", "1")
+// copyVersion copies <repo>/<name>/1 into a temporary directory.
+func copyVersion(t *testing.T, name string) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "1")
-	if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(modelRepo(t), name, "1"))); err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(dir, "golden", "output_logits.npy")
-	b, err := os.ReadFile(p)
+	return dir
+}
+
+// moveLastValue adds delta to the last float32 of the .npy file at path.
+func moveLastValue(t *testing.T, path string, delta float32) {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	last := b[len(b)-4:]
-	binary.LittleEndian.PutUint32(last, math.Float32bits(math.Float32frombits(binary.LittleEndian.Uint32(last))+1e-3))
-	if err := os.WriteFile(p, b, 0o644); err != nil {
+	binary.LittleEndian.PutUint32(last, math.Float32bits(math.Float32frombits(binary.LittleEndian.Uint32(last))+delta))
+	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The check itself must catch a wrong output: perturb one golden value.
+func TestCheckCatchesAnOutputThatDiffersFromPython(t *testing.T) {
+	dir := copyVersion(t, "lenet5")
+	moveLastValue(t, filepath.Join(dir, "golden", "output_logits.npy"), 1e-3)
 	rep, err := Check(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -98,13 +110,78 @@ func TestCheckCatchesAnOutputThatDiffersFromPython(t *testing.T) {
 	}
 }
 
-// The signature check must catch a misread dtype or shape.
-func TestCheckCatchesASignatureReadDifferentlyFromTensorFlow(t *testing.T) {
-	src := filepath.Join(modelRepo(t), "lenet5", "1")
-	dir := filepath.Join(t.TempDir(), "1")
-	if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
+// loadLeNet5 loads a version directory of lenet5 with its manifest.
+func loadLeNet5(t *testing.T, dir string) (*tfmodels.Model, manifest.Manifest) {
+	t.Helper()
+	man, err := readManifest(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
+	m, err := tfmodels.Load(dir, tfmodels.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, man
+}
+
+// Verify runs the golden batch through a model already loaded (as a plugin
+// holds it) and reports how many samples it compared.
+func TestVerifyComparesTheGoldenBatchOnALoadedModel(t *testing.T) {
+	dir := filepath.Join(modelRepo(t), "lenet5", "1")
+	m, man := loadLeNet5(t, dir)
+	rep, err := Verify(dir, m, man, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := int(mustNpy(t, filepath.Join(dir, "golden", "input_images.npy")).Shape[0])
+	if batch < 2 || rep.Samples != batch || rep.Tolerance != Tolerance || len(rep.Outputs) != 1 || !rep.OK() || rep.Err() != nil {
+		t.Fatalf("report %+v (err %v), want %d samples, 1 output, within %g", rep, rep.Err(), batch, Tolerance)
+	}
+	if d := rep.MaxAbsDiff(); d != rep.Outputs[0].MaxAbsDiff || d > Tolerance {
+		t.Errorf("MaxAbsDiff %g, outputs %+v", d, rep.Outputs)
+	}
+}
+
+// A difference is held to the tolerance given, and Err says which output,
+// by how much and against what.
+func TestVerifyHoldsOutputsToTheGivenTolerance(t *testing.T) {
+	dir := copyVersion(t, "lenet5")
+	moveLastValue(t, filepath.Join(dir, "golden", "output_logits.npy"), 1e-3)
+	m, man := loadLeNet5(t, dir)
+	rep, err := Verify(dir, m, man, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `output "logits" differs from ` + filepath.Join(dir, "golden", "output_logits.npy") + ": max abs difference 0.001 > tolerance 0.0001"
+	if rep.OK() || rep.Err() == nil || rep.Err().Error() != want {
+		t.Fatalf("default tolerance: OK %v, Err %v; want %q", rep.OK(), rep.Err(), want)
+	}
+	if rep, err := Verify(dir, m, man, 1e-2); err != nil || !rep.OK() || rep.Tolerance != 1e-2 {
+		t.Fatalf("tolerance 1e-2: %+v, %v", rep, err)
+	}
+}
+
+// A version exported without golden/ has nothing to verify: no samples, no
+// error. Check, a test of tfmodels, needs them.
+func TestVerifyWithoutGoldenSamplesReportsNone(t *testing.T) {
+	dir := copyVersion(t, "lenet5")
+	if err := os.RemoveAll(filepath.Join(dir, "golden")); err != nil {
+		t.Fatal(err)
+	}
+	m, man := loadLeNet5(t, dir)
+	rep, err := Verify(dir, m, man, 0)
+	if err != nil || rep.Samples != 0 || len(rep.Outputs) != 0 || rep.Err() != nil {
+		t.Fatalf("got %+v, %v; want no samples and no error", rep, err)
+	}
+	if _, err := Check(dir); err == nil || !strings.Contains(err.Error(), "no golden samples") {
+		t.Errorf("Check without golden/: %v", err)
+	}
+}
+
+// The signature check must catch a misread dtype or shape.
+func TestCheckCatchesASignatureReadDifferentlyFromTensorFlow(t *testing.T) {
+	dir := copyVersion(t, "lenet5")
 	p := filepath.Join(dir, "golden", "signatures.json")
 	b, err := os.ReadFile(p)
 	if err != nil {

@@ -29,8 +29,8 @@ type LoadRequest struct {
 	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
 	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	ModelDir      string                 `protobuf:"bytes,3,opt,name=model_dir,json=modelDir,proto3" json:"model_dir,omitempty"`
-	OptionsJson   []byte                 `protobuf:"bytes,4,opt,name=options_json,json=optionsJson,proto3" json:"options_json,omitempty"`
 	Threads       int32                  `protobuf:"varint,5,opt,name=threads,proto3" json:"threads,omitempty"`
+	Tolerance     float64                `protobuf:"fixed64,6,opt,name=tolerance,proto3" json:"tolerance,omitempty"` // largest abs difference Validate accepts; 0 = the SDK's default
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -86,16 +86,16 @@ func (x *LoadRequest) GetModelDir() string {
 	return ""
 }
 
-func (x *LoadRequest) GetOptionsJson() []byte {
-	if x != nil {
-		return x.OptionsJson
-	}
-	return nil
-}
-
 func (x *LoadRequest) GetThreads() int32 {
 	if x != nil {
 		return x.Threads
+	}
+	return 0
+}
+
+func (x *LoadRequest) GetTolerance() float64 {
+	if x != nil {
+		return x.Tolerance
 	}
 	return 0
 }
@@ -184,6 +184,183 @@ func (x *LoadResponse) GetDescription() string {
 	return ""
 }
 
+type ConfigureRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// pipeline name -> its [pipelines.<name>.options] table as JSON (empty: defaults)
+	Pipelines     map[string][]byte `protobuf:"bytes,1,rep,name=pipelines,proto3" json:"pipelines,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigureRequest) Reset() {
+	*x = ConfigureRequest{}
+	mi := &file_task_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigureRequest) ProtoMessage() {}
+
+func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_task_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
+func (*ConfigureRequest) Descriptor() ([]byte, []int) {
+	return file_task_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ConfigureRequest) GetPipelines() map[string][]byte {
+	if x != nil {
+		return x.Pipelines
+	}
+	return nil
+}
+
+type ConfigureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigureResponse) Reset() {
+	*x = ConfigureResponse{}
+	mi := &file_task_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigureResponse) ProtoMessage() {}
+
+func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_task_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
+func (*ConfigureResponse) Descriptor() ([]byte, []int) {
+	return file_task_proto_rawDescGZIP(), []int{3}
+}
+
+type ValidateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateRequest) Reset() {
+	*x = ValidateRequest{}
+	mi := &file_task_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateRequest) ProtoMessage() {}
+
+func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_task_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateRequest.ProtoReflect.Descriptor instead.
+func (*ValidateRequest) Descriptor() ([]byte, []int) {
+	return file_task_proto_rawDescGZIP(), []int{4}
+}
+
+type ValidateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Samples       int32                  `protobuf:"varint,1,opt,name=samples,proto3" json:"samples,omitempty"` // golden samples run; 0 when the version has none
+	MaxAbsDiff    float64                `protobuf:"fixed64,2,opt,name=max_abs_diff,json=maxAbsDiff,proto3" json:"max_abs_diff,omitempty"`
+	Tolerance     float64                `protobuf:"fixed64,3,opt,name=tolerance,proto3" json:"tolerance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateResponse) Reset() {
+	*x = ValidateResponse{}
+	mi := &file_task_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateResponse) ProtoMessage() {}
+
+func (x *ValidateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_task_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateResponse.ProtoReflect.Descriptor instead.
+func (*ValidateResponse) Descriptor() ([]byte, []int) {
+	return file_task_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ValidateResponse) GetSamples() int32 {
+	if x != nil {
+		return x.Samples
+	}
+	return 0
+}
+
+func (x *ValidateResponse) GetMaxAbsDiff() float64 {
+	if x != nil {
+		return x.MaxAbsDiff
+	}
+	return 0
+}
+
+func (x *ValidateResponse) GetTolerance() float64 {
+	if x != nil {
+		return x.Tolerance
+	}
+	return 0
+}
+
 // Where the frame's pixels are: a file in /dev/shm that the daemon wrote
 // and the plugin maps read-only.
 type SharedPixels struct {
@@ -197,7 +374,7 @@ type SharedPixels struct {
 
 func (x *SharedPixels) Reset() {
 	*x = SharedPixels{}
-	mi := &file_task_proto_msgTypes[2]
+	mi := &file_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -209,7 +386,7 @@ func (x *SharedPixels) String() string {
 func (*SharedPixels) ProtoMessage() {}
 
 func (x *SharedPixels) ProtoReflect() protoreflect.Message {
-	mi := &file_task_proto_msgTypes[2]
+	mi := &file_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -222,7 +399,7 @@ func (x *SharedPixels) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedPixels.ProtoReflect.Descriptor instead.
 func (*SharedPixels) Descriptor() ([]byte, []int) {
-	return file_task_proto_rawDescGZIP(), []int{2}
+	return file_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SharedPixels) GetPath() string {
@@ -256,13 +433,14 @@ type InferRequest struct {
 	//	*InferRequest_Shared
 	//	*InferRequest_Rgb
 	Pixels        isInferRequest_Pixels `protobuf_oneof:"pixels"`
+	Pipeline      string                `protobuf:"bytes,6,opt,name=pipeline,proto3" json:"pipeline,omitempty"` // whose options to use (set by Configure)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InferRequest) Reset() {
 	*x = InferRequest{}
-	mi := &file_task_proto_msgTypes[3]
+	mi := &file_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -274,7 +452,7 @@ func (x *InferRequest) String() string {
 func (*InferRequest) ProtoMessage() {}
 
 func (x *InferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_task_proto_msgTypes[3]
+	mi := &file_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -287,7 +465,7 @@ func (x *InferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InferRequest.ProtoReflect.Descriptor instead.
 func (*InferRequest) Descriptor() ([]byte, []int) {
-	return file_task_proto_rawDescGZIP(), []int{3}
+	return file_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InferRequest) GetSeq() uint64 {
@@ -336,6 +514,13 @@ func (x *InferRequest) GetRgb() []byte {
 	return nil
 }
 
+func (x *InferRequest) GetPipeline() string {
+	if x != nil {
+		return x.Pipeline
+	}
+	return ""
+}
+
 type isInferRequest_Pixels interface {
 	isInferRequest_Pixels()
 }
@@ -366,7 +551,7 @@ type InferResponse struct {
 
 func (x *InferResponse) Reset() {
 	*x = InferResponse{}
-	mi := &file_task_proto_msgTypes[4]
+	mi := &file_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +563,7 @@ func (x *InferResponse) String() string {
 func (*InferResponse) ProtoMessage() {}
 
 func (x *InferResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_task_proto_msgTypes[4]
+	mi := &file_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +576,7 @@ func (x *InferResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InferResponse.ProtoReflect.Descriptor instead.
 func (*InferResponse) Descriptor() ([]byte, []int) {
-	return file_task_proto_rawDescGZIP(), []int{4}
+	return file_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InferResponse) GetOutputJson() []byte {
@@ -441,13 +626,13 @@ var File_task_proto protoreflect.FileDescriptor
 const file_task_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"task.proto\x12\x11edgeinfer.task.v1\"\x97\x01\n" +
+	"task.proto\x12\x11edgeinfer.task.v1\"\xa6\x01\n" +
 	"\vLoadRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1b\n" +
-	"\tmodel_dir\x18\x03 \x01(\tR\bmodelDir\x12!\n" +
-	"\foptions_json\x18\x04 \x01(\fR\voptionsJson\x12\x18\n" +
-	"\athreads\x18\x05 \x01(\x05R\athreads\"\xb8\x01\n" +
+	"\tmodel_dir\x18\x03 \x01(\tR\bmodelDir\x12\x18\n" +
+	"\athreads\x18\x05 \x01(\x05R\athreads\x12\x1c\n" +
+	"\ttolerance\x18\x06 \x01(\x01R\ttoleranceJ\x04\b\x04\x10\x05R\foptions_json\"\xb8\x01\n" +
 	"\fLoadResponse\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\tR\tsignature\x12\x1f\n" +
@@ -455,17 +640,30 @@ const file_task_proto_rawDesc = "" +
 	"inputShape\x12\x16\n" +
 	"\x06labels\x18\x04 \x01(\x05R\x06labels\x12\x1b\n" +
 	"\twarmup_ns\x18\x05 \x01(\x03R\bwarmupNs\x12 \n" +
-	"\vdescription\x18\x06 \x01(\tR\vdescription\"N\n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\"\xa2\x01\n" +
+	"\x10ConfigureRequest\x12P\n" +
+	"\tpipelines\x18\x01 \x03(\v22.edgeinfer.task.v1.ConfigureRequest.PipelinesEntryR\tpipelines\x1a<\n" +
+	"\x0ePipelinesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x13\n" +
+	"\x11ConfigureResponse\"\x11\n" +
+	"\x0fValidateRequest\"l\n" +
+	"\x10ValidateResponse\x12\x18\n" +
+	"\asamples\x18\x01 \x01(\x05R\asamples\x12 \n" +
+	"\fmax_abs_diff\x18\x02 \x01(\x01R\n" +
+	"maxAbsDiff\x12\x1c\n" +
+	"\ttolerance\x18\x03 \x01(\x01R\ttolerance\"N\n" +
 	"\fSharedPixels\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06length\x18\x03 \x01(\x04R\x06length\"\xa7\x01\n" +
+	"\x06length\x18\x03 \x01(\x04R\x06length\"\xc3\x01\n" +
 	"\fInferRequest\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05width\x18\x02 \x01(\x05R\x05width\x12\x16\n" +
 	"\x06height\x18\x03 \x01(\x05R\x06height\x129\n" +
 	"\x06shared\x18\x04 \x01(\v2\x1f.edgeinfer.task.v1.SharedPixelsH\x00R\x06shared\x12\x12\n" +
-	"\x03rgb\x18\x05 \x01(\fH\x00R\x03rgbB\b\n" +
+	"\x03rgb\x18\x05 \x01(\fH\x00R\x03rgb\x12\x1a\n" +
+	"\bpipeline\x18\x06 \x01(\tR\bpipelineB\b\n" +
 	"\x06pixels\"\xd2\x01\n" +
 	"\rInferResponse\x12\x1f\n" +
 	"\voutput_json\x18\x01 \x01(\fR\n" +
@@ -474,9 +672,11 @@ const file_task_proto_rawDesc = "" +
 	"\finference_ns\x18\x03 \x01(\x03R\vinferenceNs\x12%\n" +
 	"\x0epostprocess_ns\x18\x04 \x01(\x03R\rpostprocessNs\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1b\n" +
-	"\tbad_frame\x18\x06 \x01(\bR\bbadFrame2\x9f\x01\n" +
+	"\tbad_frame\x18\x06 \x01(\bR\bbadFrame2\xcc\x02\n" +
 	"\x04Task\x12G\n" +
-	"\x04Load\x12\x1e.edgeinfer.task.v1.LoadRequest\x1a\x1f.edgeinfer.task.v1.LoadResponse\x12N\n" +
+	"\x04Load\x12\x1e.edgeinfer.task.v1.LoadRequest\x1a\x1f.edgeinfer.task.v1.LoadResponse\x12V\n" +
+	"\tConfigure\x12#.edgeinfer.task.v1.ConfigureRequest\x1a$.edgeinfer.task.v1.ConfigureResponse\x12S\n" +
+	"\bValidate\x12\".edgeinfer.task.v1.ValidateRequest\x1a#.edgeinfer.task.v1.ValidateResponse\x12N\n" +
 	"\x05Infer\x12\x1f.edgeinfer.task.v1.InferRequest\x1a .edgeinfer.task.v1.InferResponse(\x010\x01B3Z1github.com/edgeinfer/edgeinfer/plugins/sdk/taskpbb\x06proto3"
 
 var (
@@ -491,25 +691,35 @@ func file_task_proto_rawDescGZIP() []byte {
 	return file_task_proto_rawDescData
 }
 
-var file_task_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_task_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_task_proto_goTypes = []any{
-	(*LoadRequest)(nil),   // 0: edgeinfer.task.v1.LoadRequest
-	(*LoadResponse)(nil),  // 1: edgeinfer.task.v1.LoadResponse
-	(*SharedPixels)(nil),  // 2: edgeinfer.task.v1.SharedPixels
-	(*InferRequest)(nil),  // 3: edgeinfer.task.v1.InferRequest
-	(*InferResponse)(nil), // 4: edgeinfer.task.v1.InferResponse
+	(*LoadRequest)(nil),       // 0: edgeinfer.task.v1.LoadRequest
+	(*LoadResponse)(nil),      // 1: edgeinfer.task.v1.LoadResponse
+	(*ConfigureRequest)(nil),  // 2: edgeinfer.task.v1.ConfigureRequest
+	(*ConfigureResponse)(nil), // 3: edgeinfer.task.v1.ConfigureResponse
+	(*ValidateRequest)(nil),   // 4: edgeinfer.task.v1.ValidateRequest
+	(*ValidateResponse)(nil),  // 5: edgeinfer.task.v1.ValidateResponse
+	(*SharedPixels)(nil),      // 6: edgeinfer.task.v1.SharedPixels
+	(*InferRequest)(nil),      // 7: edgeinfer.task.v1.InferRequest
+	(*InferResponse)(nil),     // 8: edgeinfer.task.v1.InferResponse
+	nil,                       // 9: edgeinfer.task.v1.ConfigureRequest.PipelinesEntry
 }
 var file_task_proto_depIdxs = []int32{
-	2, // 0: edgeinfer.task.v1.InferRequest.shared:type_name -> edgeinfer.task.v1.SharedPixels
-	0, // 1: edgeinfer.task.v1.Task.Load:input_type -> edgeinfer.task.v1.LoadRequest
-	3, // 2: edgeinfer.task.v1.Task.Infer:input_type -> edgeinfer.task.v1.InferRequest
-	1, // 3: edgeinfer.task.v1.Task.Load:output_type -> edgeinfer.task.v1.LoadResponse
-	4, // 4: edgeinfer.task.v1.Task.Infer:output_type -> edgeinfer.task.v1.InferResponse
-	3, // [3:5] is the sub-list for method output_type
-	1, // [1:3] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	9, // 0: edgeinfer.task.v1.ConfigureRequest.pipelines:type_name -> edgeinfer.task.v1.ConfigureRequest.PipelinesEntry
+	6, // 1: edgeinfer.task.v1.InferRequest.shared:type_name -> edgeinfer.task.v1.SharedPixels
+	0, // 2: edgeinfer.task.v1.Task.Load:input_type -> edgeinfer.task.v1.LoadRequest
+	2, // 3: edgeinfer.task.v1.Task.Configure:input_type -> edgeinfer.task.v1.ConfigureRequest
+	4, // 4: edgeinfer.task.v1.Task.Validate:input_type -> edgeinfer.task.v1.ValidateRequest
+	7, // 5: edgeinfer.task.v1.Task.Infer:input_type -> edgeinfer.task.v1.InferRequest
+	1, // 6: edgeinfer.task.v1.Task.Load:output_type -> edgeinfer.task.v1.LoadResponse
+	3, // 7: edgeinfer.task.v1.Task.Configure:output_type -> edgeinfer.task.v1.ConfigureResponse
+	5, // 8: edgeinfer.task.v1.Task.Validate:output_type -> edgeinfer.task.v1.ValidateResponse
+	8, // 9: edgeinfer.task.v1.Task.Infer:output_type -> edgeinfer.task.v1.InferResponse
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_task_proto_init() }
@@ -517,7 +727,7 @@ func file_task_proto_init() {
 	if File_task_proto != nil {
 		return
 	}
-	file_task_proto_msgTypes[3].OneofWrappers = []any{
+	file_task_proto_msgTypes[7].OneofWrappers = []any{
 		(*InferRequest_Shared)(nil),
 		(*InferRequest_Rgb)(nil),
 	}
@@ -527,7 +737,7 @@ func file_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_task_proto_rawDesc), len(file_task_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,16 +22,27 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Task_Load_FullMethodName  = "/edgeinfer.task.v1.Task/Load"
-	Task_Infer_FullMethodName = "/edgeinfer.task.v1.Task/Infer"
+	Task_Load_FullMethodName      = "/edgeinfer.task.v1.Task/Load"
+	Task_Configure_FullMethodName = "/edgeinfer.task.v1.Task/Configure"
+	Task_Validate_FullMethodName  = "/edgeinfer.task.v1.Task/Validate"
+	Task_Infer_FullMethodName     = "/edgeinfer.task.v1.Task/Infer"
 )
 
 // TaskClient is the client API for Task service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// One plugin process serves one model version for every pipeline that uses
+// it: Load once, Configure whenever the set of pipelines changes, Validate
+// on request, Infer for frames. A task's own refusal of Load, Configure or
+// Validate comes back as FAILED_PRECONDITION with its message.
 type TaskClient interface {
-	// Load loads and warms up one model version; called once, before Infer.
+	// Load loads and warms up one model version; called once, before anything else.
 	Load(ctx context.Context, in *LoadRequest, opts ...grpc.CallOption) (*LoadResponse, error)
+	// Configure replaces the set of pipelines served and their options (all or nothing).
+	Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
+	// Validate runs the version's golden samples through the loaded model.
+	Validate(ctx context.Context, in *ValidateRequest, opts ...grpc.CallOption) (*ValidateResponse, error)
 	// Infer runs frames: the daemon keeps one stream open per plugin and
 	// sends one request at a time; each gets one response (with the task's
 	// error in it, so that the stream survives a failed frame). A stream
@@ -57,6 +68,26 @@ func (c *taskClient) Load(ctx context.Context, in *LoadRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *taskClient) Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigureResponse)
+	err := c.cc.Invoke(ctx, Task_Configure_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskClient) Validate(ctx context.Context, in *ValidateRequest, opts ...grpc.CallOption) (*ValidateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ValidateResponse)
+	err := c.cc.Invoke(ctx, Task_Validate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *taskClient) Infer(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[InferRequest, InferResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Task_ServiceDesc.Streams[0], Task_Infer_FullMethodName, cOpts...)
@@ -73,9 +104,18 @@ type Task_InferClient = grpc.BidiStreamingClient[InferRequest, InferResponse]
 // TaskServer is the server API for Task service.
 // All implementations must embed UnimplementedTaskServer
 // for forward compatibility.
+//
+// One plugin process serves one model version for every pipeline that uses
+// it: Load once, Configure whenever the set of pipelines changes, Validate
+// on request, Infer for frames. A task's own refusal of Load, Configure or
+// Validate comes back as FAILED_PRECONDITION with its message.
 type TaskServer interface {
-	// Load loads and warms up one model version; called once, before Infer.
+	// Load loads and warms up one model version; called once, before anything else.
 	Load(context.Context, *LoadRequest) (*LoadResponse, error)
+	// Configure replaces the set of pipelines served and their options (all or nothing).
+	Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error)
+	// Validate runs the version's golden samples through the loaded model.
+	Validate(context.Context, *ValidateRequest) (*ValidateResponse, error)
 	// Infer runs frames: the daemon keeps one stream open per plugin and
 	// sends one request at a time; each gets one response (with the task's
 	// error in it, so that the stream survives a failed frame). A stream
@@ -93,6 +133,12 @@ type UnimplementedTaskServer struct{}
 
 func (UnimplementedTaskServer) Load(context.Context, *LoadRequest) (*LoadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Load not implemented")
+}
+func (UnimplementedTaskServer) Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Configure not implemented")
+}
+func (UnimplementedTaskServer) Validate(context.Context, *ValidateRequest) (*ValidateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Validate not implemented")
 }
 func (UnimplementedTaskServer) Infer(grpc.BidiStreamingServer[InferRequest, InferResponse]) error {
 	return status.Error(codes.Unimplemented, "method Infer not implemented")
@@ -136,6 +182,42 @@ func _Task_Load_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Task_Configure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfigureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServer).Configure(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Task_Configure_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServer).Configure(ctx, req.(*ConfigureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Task_Validate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ValidateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServer).Validate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Task_Validate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServer).Validate(ctx, req.(*ValidateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Task_Infer_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(TaskServer).Infer(&grpc.GenericServerStream[InferRequest, InferResponse]{ServerStream: stream})
 }
@@ -153,6 +235,14 @@ var Task_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Load",
 			Handler:    _Task_Load_Handler,
+		},
+		{
+			MethodName: "Configure",
+			Handler:    _Task_Configure_Handler,
+		},
+		{
+			MethodName: "Validate",
+			Handler:    _Task_Validate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
