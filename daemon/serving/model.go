@@ -48,15 +48,19 @@ type Model struct {
 	failures  map[string]int    // versionKey -> transient load failures in a row
 	serving   *instance
 	loading   *instance
-	live      map[*instance]bool // every instance with a process (or starting one)
-	past      map[string]payload.VersionState
-	target    string
-	why       string // why the policy has nothing (new) to serve
-	changed   chan struct{}
-	closed    bool
-	retryAt   time.Time // a transient load failure: no new load before
-	ctx       context.Context
-	cancel    context.CancelFunc
+	// last is the instance that went serving last (it may have stopped
+	// since): a load of its version with another binary is a plugin swap.
+	last    *instance
+	live    map[*instance]bool // every instance with a process (or starting one)
+	past    map[string]payload.VersionState
+	target  string
+	why     string // why the policy has nothing (new) to serve
+	changed chan struct{}
+	closed  bool
+	retryAt time.Time   // a transient load failure: no new load before
+	retry   *time.Timer // reconciles at retryAt
+	ctx     context.Context
+	cancel  context.CancelFunc
 }
 
 // instance is one version of the model run by one plugin binary, in one
@@ -200,11 +204,14 @@ func (md *Model) reconcile() {
 		return // reconciled again when it ends
 	}
 	if wait := time.Until(md.retryAt); wait > 0 {
-		time.AfterFunc(wait, func() {
-			md.mu.Lock()
-			defer md.mu.Unlock()
-			md.reconcile()
-		})
+		if md.retry == nil {
+			md.retry = time.AfterFunc(wait, func() {
+				md.mu.Lock()
+				defer md.mu.Unlock()
+				md.retry = nil
+				md.reconcile()
+			})
+		}
 		return
 	}
 	if md.settings.Policy == Resource && len(md.live) > 0 {
@@ -223,7 +230,9 @@ func (md *Model) startLoad(v repo.Version, bin binary) {
 	inst := &instance{v: v, bin: bin, state: payload.StateLoading, since: time.Now()}
 	md.loading = inst
 	md.live[inst] = true
-	swap := md.serving != nil && md.serving.v.Version == v.Version && md.serving.v.Fingerprint == v.Fingerprint
+	// Under the resource policy the old instance has stopped by now: what
+	// makes a swap is what served last.
+	swap := md.last != nil && versionKey(md.last.v) == versionKey(v) && md.last.bin.fp != bin.fp
 	md.m.event(payload.Event{Type: payload.EventVersionLoading, Model: md.name, Version: v.Version,
 		Message: fmt.Sprintf("model %s version %s: loading with %s", md.name, v.Version, bin.label())})
 	timeout := md.settings.LoadTimeout
@@ -243,8 +252,25 @@ func (md *Model) startLoad(v repo.Version, bin binary) {
 			return
 		}
 		delete(md.failures, versionKey(v))
+		if !md.wanted(inst) {
+			// The versions, the pin or the binary changed while it
+			// loaded: switching to it would only mean switching again.
+			md.retire(inst, "no longer wanted once loaded")
+			return
+		}
 		md.goServing(inst, swap)
 	}()
+}
+
+// wanted reports whether inst runs the version and binary the policy wants
+// served now.
+func (md *Model) wanted(inst *instance) bool {
+	v, ok, _ := choose(md.versions, md.want(), md.rejected)
+	if !ok || versionKey(v) != versionKey(inst.v) {
+		return false
+	}
+	bin, err := md.m.bins.forTask(v.Manifest.Task)
+	return err == nil && bin.fp == inst.bin.fp
 }
 
 // loadFailed rejects what failed: the binary when it would not start or
@@ -290,6 +316,7 @@ func (md *Model) goServing(inst *instance, swap bool) {
 	if err := inst.proc.SetNice(0); err != nil {
 		md.m.log.Warn("cannot raise the priority of a serving plugin process", "model", md.name, "pid", inst.proc.Pid(), "err", err)
 	}
+	md.last = inst
 	typ, msg := payload.EventVersionServing, fmt.Sprintf("model %s version %s serving (pid %d)", md.name, inst.v.Version, inst.proc.Pid())
 	if swap {
 		typ, msg = payload.EventPluginSwapped, fmt.Sprintf("model %s version %s now served by %s (pid %d)", md.name, inst.v.Version, inst.bin.label(), inst.proc.Pid())
@@ -298,9 +325,13 @@ func (md *Model) goServing(inst *instance, swap bool) {
 	attrs := map[string]any{"pid": inst.proc.Pid(), "warmup_ms": sdk.Millis(inst.info.Warmup)}
 	if old != nil {
 		attrs["replaces"] = old.v.Version
+	}
+	// Announced before the old one retires, which it does only now that
+	// the new one serves.
+	md.m.event(payload.Event{Type: typ, Model: md.name, Version: inst.v.Version, Message: msg, Attrs: attrs})
+	if old != nil {
 		md.retire(old, fmt.Sprintf("replaced by version %s", inst.v.Version))
 	}
-	md.m.event(payload.Event{Type: typ, Model: md.name, Version: inst.v.Version, Message: msg, Attrs: attrs})
 	md.reconfigure(inst) // the pipelines may have changed while it loaded
 	md.reconcile()
 }
@@ -389,12 +420,13 @@ func (md *Model) bringUp(ctx context.Context, inst *instance, validate bool) err
 		return fmt.Errorf("configure pipelines: %w", err)
 	}
 	md.mu.Lock()
+	before := inst.bad // a restarted process refuses what the one before did
 	inst.info, inst.loadedAt = info, time.Now()
 	inst.configured, inst.bad, inst.gen = configured, bad, gen
 	if validate {
 		inst.state, inst.since = payload.StateValidating, time.Now()
 	}
-	md.reportBad(inst, nil)
+	md.reportBad(inst, before)
 	md.signal()
 	md.mu.Unlock()
 	if !validate {
@@ -421,8 +453,8 @@ func configure(ctx context.Context, proc sdk.Process, pipelines map[string]json.
 		if err == nil {
 			return set, bad, nil
 		}
-		if errors.Is(err, sdk.ErrPluginExited) {
-			return nil, nil, err
+		if errors.Is(err, sdk.ErrPluginExited) || ctx.Err() != nil || len(set) == 0 {
+			return nil, nil, err // gone, out of time, or refusing even no pipeline
 		}
 		named := false
 		for name := range set {
@@ -458,6 +490,9 @@ func (md *Model) reconfigure(inst *instance) {
 		inst.busy = false
 		if err != nil {
 			md.m.log.Warn("reconfiguring a plugin failed", "model", md.name, "err", err)
+			if inst.proc != proc {
+				md.reconfigure(inst) // restarted meanwhile, maybe with the pipelines before
+			}
 			return // a dead process is noticed by the crash check
 		}
 		if inst.proc == proc {
@@ -552,6 +587,7 @@ func (md *Model) crashed(inst *instance, proc sdk.Process, err error) {
 		return // already handled
 	}
 	proc.Kill()
+	inst.proc = nil // no pid to show, no lease to give until another runs
 	if inst.state != payload.StateServing {
 		return
 	}
@@ -564,16 +600,16 @@ func (md *Model) crashed(inst *instance, proc sdk.Process, err error) {
 		Attrs:   map[string]any{"pid": pid, "restarts": inst.restarts}})
 	ctx, cancel := context.WithCancel(md.ctx)
 	inst.cancel = cancel
-	go md.restart(ctx, inst)
+	go md.restart(ctx, inst, md.settings.LoadTimeout)
 	md.signal()
 }
 
 // restart starts inst's process again until it serves, backing off while it
 // keeps failing (state failed meanwhile, with the reason).
-func (md *Model) restart(ctx context.Context, inst *instance) {
+func (md *Model) restart(ctx context.Context, inst *instance, timeout time.Duration) {
 	backoff := md.m.cfg.MinBackoff
 	for {
-		lctx, cancel := context.WithTimeout(ctx, md.settings.LoadTimeout)
+		lctx, cancel := context.WithTimeout(ctx, timeout)
 		err := md.bringUp(lctx, inst, false)
 		cancel()
 		md.mu.Lock()
@@ -596,6 +632,7 @@ func (md *Model) restart(ctx context.Context, inst *instance) {
 		}
 		if inst.proc != nil {
 			inst.proc.Kill()
+			inst.proc = nil
 		}
 		inst.state, inst.reason = payload.StateFailed, fmt.Sprintf("restart failed: %v; next try in %s", err, backoff)
 		md.m.event(payload.Event{Type: payload.EventPluginFailed, Model: md.name, Version: inst.v.Version, Message: fmt.Sprintf("model %s version %s: %s", md.name, inst.v.Version, inst.reason)})
@@ -622,6 +659,9 @@ func (md *Model) close() {
 	}
 	md.closed = true
 	md.cancel()
+	if md.retry != nil {
+		md.retry.Stop()
+	}
 	for inst := range md.live {
 		md.stop(inst, "edgeinferd is stopping")
 		inst.state, inst.since = payload.StateRetired, time.Now()
@@ -656,12 +696,12 @@ func (md *Model) stateLocked() payload.ModelState {
 		Policy:    payload.Policy{Version: md.settings.Version, Memory: md.settings.Policy, Pinned: md.pin},
 		Versions:  map[string]payload.VersionState{},
 		Pipelines: slices.Sorted(maps.Keys(md.pipelines))}
+	maps.Copy(st.Versions, md.past)
 	for _, v := range md.versions {
-		if v.Err != nil {
+		if v.Err != nil { // what its files are now, over what it once did
 			st.Versions[v.Version] = payload.VersionState{State: payload.StateFailed, Reason: v.Err.Error()}
 		}
 	}
-	maps.Copy(st.Versions, md.past)
 	for inst := range md.live {
 		if inst != md.serving {
 			st.Versions[inst.v.Version] = md.versionState(inst)
@@ -671,9 +711,7 @@ func (md *Model) stateLocked() payload.ModelState {
 		st.Serving = md.serving.v.Version
 		st.Versions[st.Serving] = md.versionState(md.serving)
 	}
-	if md.why != "" && md.target == "" {
-		st.Reason = md.why
-	}
+	st.Reason = md.why
 	return st
 }
 
