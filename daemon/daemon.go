@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"sync"
 	"time"
@@ -179,7 +180,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			done = true
 		case <-statsTick.C:
-			d.publishStats()
+			d.publishStats(nil, nil)
 		case <-d.reload:
 			d.reloadConfig("SIGHUP")
 			stamp = fileStamp(cfg.File())
@@ -190,6 +191,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}
 	}
+	stopBG() // no restarts or reloads while stopping
 	d.shutdown()
 	return nil
 }
@@ -227,17 +229,18 @@ func (d *Daemon) shutdown() {
 	d.log.Info("shutting down: stopping sensors")
 	d.tel.Event(payload.Event{Type: payload.EventStopping, Message: "edgeinferd is shutting down"})
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	sensors, pipelines := maps.Clone(d.sensors), maps.Clone(d.pipelines)
 	for name := range d.sensors {
 		d.stopSensor(name)
 	}
 	for name := range d.pipelines {
 		d.stopPipeline(name, router.ErrStopping)
 	}
+	d.mu.Unlock()
 	if !waitTimeout(&d.publishing, 10*time.Second) {
 		d.log.Warn("results still unacknowledged by the broker after 10s; their inputs are kept for the next start")
 	}
-	d.publishStats()
+	d.publishStats(sensors, pipelines)
 	d.mgr.Close()
 	d.tel.Status("offline")
 	if err := d.bus.PublishWait(d.tel.Topic("status"), true, []byte("offline"), 5*time.Second); err != nil {
@@ -263,14 +266,19 @@ func (d *Daemon) publishState() {
 
 func (d *Daemon) publishModel(st payload.ModelState) { d.tel.Model(st) }
 
-func (d *Daemon) publishStats() {
+// publishStats publishes the stats of the running sensors and pipelines,
+// or of those given (at shutdown, once they are stopped).
+func (d *Daemon) publishStats(sensors map[string]*sensorRun, pipelines map[string]*pipeRun) {
 	st := payload.Stats{Schema: payload.Schema, Time: time.Now().UTC(), Uptime: time.Since(d.start).Seconds(),
 		Pipelines: map[string]payload.PipelineStats{}, Sensors: map[string]payload.SensorStats{}}
 	d.mu.Lock()
-	for name, p := range d.pipelines {
+	if pipelines == nil {
+		sensors, pipelines = d.sensors, d.pipelines
+	}
+	for name, p := range pipelines {
 		st.Pipelines[name] = p.p.Stats()
 	}
-	for name, s := range d.sensors {
+	for name, s := range sensors {
 		frames, bad, skipped := s.sink.Stats()
 		st.Sensors[name] = payload.SensorStats{Frames: frames, BadInput: bad, Skipped: skipped}
 	}

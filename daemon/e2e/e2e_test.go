@@ -188,7 +188,7 @@ func TestDigitsThroughTheEmbeddedBrokerAndWatch(t *testing.T) {
 		if err := watch.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, nil, 10*time.Second, "edgeinferd watch to subscribe", func() bool { return strings.Contains(out.String(), "MODEL lenet5 v1 serving") })
+		waitFor(t, nil, 10*time.Second, "edgeinferd watch to subscribe", func() bool { return strings.Contains(out.String(), "MODEL lenet5 serving v1") })
 	})
 	// edgeinferd watch printed one readable line per result.
 	time.Sleep(300 * time.Millisecond)

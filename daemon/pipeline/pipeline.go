@@ -163,7 +163,7 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 	p.results.Add(1)
 	p.record(r.Timings.Total)
 	if p.env.LogResults {
-		p.env.Logger.Info("result", "pipeline", p.name, "source", f.Source, "version", v.Version, "output", string(res.Output), "total_ms", r.Timings.Total)
+		p.env.Logger.Info("result", "source", f.Source, "version", v.Version, "output", string(res.Output), "total_ms", r.Timings.Total)
 	}
 }
 
@@ -176,7 +176,7 @@ func (p *Pipeline) fail(j *router.Job, model *serving.Model, err error) {
 	if errors.Is(err, sdk.ErrBadFrame) {
 		ev.Type = payload.EventBadInput
 	}
-	p.env.Logger.Warn("frame failed", "pipeline", p.name, "source", f.Source, "err", err)
+	p.env.Logger.Warn("frame failed", "source", f.Source, "err", err)
 	p.env.Event(ev)
 	j.Done(err)
 }
@@ -210,7 +210,7 @@ func (p *Pipeline) infer(ctx context.Context, set Settings, model *serving.Model
 		if attempt >= set.Retries {
 			return res, lease, started, fmt.Errorf("the plugin died %d times on this frame; giving up on it: %w", attempt+1, err)
 		}
-		p.env.Logger.Warn("plugin died during a frame; trying it again", "pipeline", p.name, "seq", f.Seq, "attempt", attempt+1, "err", err)
+		p.env.Logger.Warn("plugin died during a frame; trying it again", "seq", f.Seq, "attempt", attempt+1, "err", err)
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 
 type nopReporter struct{}
 
-func (nopReporter) BadInput(string, string, error)                {}
+func (nopReporter) BadInput(string, string, error)               {}
 func (nopReporter) Event(string, string, string, map[string]any) {}
 
 // input is a frame whose finishing and reloads are recorded.

@@ -45,9 +45,12 @@ type Model struct {
 	versions  []repo.Version
 	known     bool              // versions arrived at least once
 	rejected  map[string]string // versionKey -> why
-	failures  map[string]int    // versionKey -> transient load failures in a row
-	serving   *instance
-	loading   *instance
+	// unservable holds the versionKeys of versions the repository check
+	// found broken, already reported.
+	unservable map[string]bool
+	failures   map[string]int // versionKey -> transient load failures in a row
+	serving    *instance
+	loading    *instance
 	// last is the instance that went serving last (it may have stopped
 	// since): a load of its version with another binary is a plugin swap.
 	last    *instance
@@ -87,7 +90,7 @@ type instance struct {
 func newModel(m *Manager, name string) *Model {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Model{m: m, name: name, settings: Settings{Version: Latest, Policy: Availability, LoadTimeout: 2 * time.Minute},
-		pipelines: map[string]json.RawMessage{}, rejected: map[string]string{}, failures: map[string]int{},
+		pipelines: map[string]json.RawMessage{}, rejected: map[string]string{}, unservable: map[string]bool{}, failures: map[string]int{},
 		live: map[*instance]bool{}, past: map[string]payload.VersionState{}, changed: make(chan struct{}),
 		ctx: ctx, cancel: cancel}
 }
@@ -131,6 +134,17 @@ func (md *Model) SetVersions(vs []repo.Version) {
 	md.mu.Lock()
 	defer md.mu.Unlock()
 	md.versions, md.known = vs, true
+	for _, v := range vs {
+		// A version the repository check finds broken (corrupt or cut-short
+		// files, a bad manifest) is rejected before any process loads it;
+		// it is said once per state of its files.
+		if key := versionKey(v); v.Err != nil && !md.unservable[key] {
+			md.unservable[key] = true
+			md.m.log.Error("version not servable", "model", md.name, "version", v.Version, "err", v.Err)
+			md.m.event(payload.Event{Type: payload.EventVersionRejected, Model: md.name, Version: v.Version,
+				Message: fmt.Sprintf("model %s version %s rejected: %v", md.name, v.Version, v.Err)})
+		}
+	}
 	md.reconcile()
 }
 

@@ -139,6 +139,11 @@ func fakeCall[T any](f *Fake, ctx context.Context, name string, infer bool, call
 		}()
 		select {
 		case a := <-ch:
+			if f.calls.exited() {
+				// The task answered as it was killed: a dead process
+				// answers nothing.
+				return fmt.Errorf("%s: %w", name, ErrPluginExited)
+			}
 			if a.err != nil {
 				re := &remoteError{msg: a.err.Error()}
 				if infer && errors.Is(a.err, ErrBadFrame) {
