@@ -28,6 +28,8 @@ type setup struct {
 	sensors string // [sensors.*] tables
 	extra   string // pipelines and anything else; default: the digits pipeline
 	repo    string // the model repository; default: $EDGEINFER_MODELS
+	plugins string // plugin_dir; default: the binaries built for the tests
+	models  string // more keys of [models] (settle, rescan)
 }
 
 const digitsPipeline = `
@@ -45,6 +47,9 @@ func (s setup) config(t *testing.T, prefix string) string {
 	if s.repo == "" {
 		s.repo = models(t)
 	}
+	if s.plugins == "" {
+		s.plugins = binDir
+	}
 	return fmt.Sprintf(`
 device = "e2e"
 plugin_dir = %q
@@ -56,6 +61,7 @@ level = "debug"
 [models]
 repository = %q
 threads = 1
+%s
 
 [mqtt]
 broker = %q
@@ -63,7 +69,7 @@ listen = %q
 prefix = %q
 qos = 1
 %s
-%s`, binDir, s.repo, s.broker, s.listen, prefix, s.sensors, s.extra)
+%s`, s.plugins, s.repo, s.models, s.broker, s.listen, prefix, s.sensors, s.extra)
 }
 
 // run starts a daemon and a watcher on the same prefix.

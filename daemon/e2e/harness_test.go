@@ -372,3 +372,78 @@ func (s *syncBuffer) Len() int {
 	defer s.mu.Unlock()
 	return s.b.Len()
 }
+
+// copyVersion copies the model version folder src to dst (created), with
+// edit applied to its edgeinfer.toml when given. It writes into a dot-name
+// and renames it into place, the way a version is deployed atomically.
+func copyVersion(t *testing.T, src, dst string, edit func(manifest string) string) {
+	t.Helper()
+	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp")
+	if err := os.CopyFS(tmp, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		path := filepath.Join(tmp, "edgeinfer.toml")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(edit(string(b))), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// relabel returns an edit for copyVersion that prefixes every label, so
+// that the version's answers tell it apart from the original's.
+func relabel(prefix string) func(string) string {
+	return func(m string) string {
+		return strings.Replace(m, `labels = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]`,
+			fmt.Sprintf(`labels = ["%[1]s0", "%[1]s1", "%[1]s2", "%[1]s3", "%[1]s4", "%[1]s5", "%[1]s6", "%[1]s7", "%[1]s8", "%[1]s9"]`, prefix), 1)
+	}
+}
+
+// rssKB is the resident memory of process pid in KiB (VmRSS).
+func rssKB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("rss of %d: %v", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return kb
+		}
+	}
+	t.Fatalf("no VmRSS for %d", pid)
+	return 0
+}
+
+// command publishes a command on <prefix>/cmd and returns its reply.
+func (w *watcher) command(t *testing.T, p *proc, prefix string, c payload.Command) payload.Reply {
+	t.Helper()
+	if c.ID == "" {
+		c.ID = fmt.Sprintf("%s-%d", c.Command, time.Now().UnixNano())
+	}
+	b, _ := json.Marshal(c)
+	w.publish(t, prefix+"/cmd", b)
+	var reply payload.Reply
+	waitFor(t, p, 30*time.Second, "the reply to command "+c.ID, func() bool {
+		for _, m := range w.all("cmd/reply") {
+			var r payload.Reply
+			if json.Unmarshal(m.payload, &r) == nil && r.ID == c.ID {
+				reply = r
+				return true
+			}
+		}
+		return false
+	})
+	return reply
+}
+
+// prefixOf is the topic prefix run gives a test.
+func prefixOf(t *testing.T) string { return "e2e/" + strings.ReplaceAll(t.Name(), "/", "_") }
