@@ -24,7 +24,7 @@ export CGO_ENABLED := 1
 # TensorFlow's C++ logging: errors only, so test and benchmark output stays readable.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: build deps sysdeps models models-full test test-go test-py bench bench-tf bench-plugin bench-e2e run watch proto clean
+.PHONY: build deps sysdeps models models-full test test-go test-race test-py bench bench-tf bench-plugin bench-e2e run watch proto clean
 
 ## deps: the venv with pinned Python packages and the TensorFlow pkg-config file (idempotent).
 deps: $(PC)
@@ -65,7 +65,13 @@ $(MODELS)-full/.full: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
 	touch $@
 
 ## test: every test, Go and Python.
-test: test-go test-py
+test: test-go test-race test-py
+
+## test-race: the packages that hold concurrency, under the race detector
+## (no TensorFlow: the lifecycle and the worker run with sdk.NewFake).
+RACE_PKGS := ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./daemon/repo/ ./daemon/config/ ./plugins/sdk/
+test-race: deps
+	go test -race -count=1 -timeout 10m $(RACE_PKGS)
 
 test-go: sysdeps build models tfmodels/testdata/.fixtures run/inbox
 	EDGEINFER_MODELS=$(CURDIR)/$(MODELS) go test -count=1 -timeout 30m ./...

@@ -1,0 +1,267 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgeinfer/edgeinfer/daemon/payload"
+	"github.com/edgeinfer/edgeinfer/daemon/repo"
+	"github.com/edgeinfer/edgeinfer/daemon/router"
+	"github.com/edgeinfer/edgeinfer/daemon/serving"
+	"github.com/edgeinfer/edgeinfer/plugins/sdk"
+	"github.com/edgeinfer/edgeinfer/sensors"
+	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
+)
+
+// task is a fake plugin task: it answers with the sum of the pixels, refuses
+// frames of width 0, dies on seq 13 (once per process, as long as crashes
+// lasts) and hangs on seq 21 the first time.
+type task struct {
+	crashes *atomic.Int32 // seq 13 kills the process while > 0
+	hung    *atomic.Bool  // seq 21 hangs once
+	die     func()
+}
+
+func (t *task) Load(context.Context, sdk.LoadRequest) (sdk.ModelInfo, error) {
+	return sdk.ModelInfo{Task: "classify"}, nil
+}
+func (t *task) Configure(context.Context, map[string]json.RawMessage) error { return nil }
+func (t *task) Validate(context.Context) (sdk.Validation, error)           { return sdk.Validation{}, nil }
+
+func (t *task) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
+	if f.Width == 0 {
+		return sdk.Result{}, fmt.Errorf("%w: empty", sdk.ErrBadFrame)
+	}
+	if f.Seq == 13 && t.crashes.Add(-1) >= 0 {
+		t.die()
+		<-ctx.Done()
+		return sdk.Result{}, ctx.Err()
+	}
+	if f.Seq == 21 && t.hung.CompareAndSwap(false, true) {
+		<-ctx.Done()
+		return sdk.Result{}, ctx.Err()
+	}
+	sum := 0
+	for _, b := range f.RGB {
+		sum += int(b)
+	}
+	out, _ := json.Marshal(map[string]any{"pipeline": f.Pipeline, "sum": sum})
+	return sdk.Result{Output: out}, nil
+}
+
+// bus records published results and acknowledges them, or fails them.
+type bus struct {
+	mu      sync.Mutex
+	results []payload.Result
+	fail    bool
+}
+
+func (b *bus) PublishThen(_ string, _ bool, body []byte, then func(error)) {
+	var r payload.Result
+	json.Unmarshal(body, &r)
+	b.mu.Lock()
+	fail := b.fail
+	if !fail {
+		b.results = append(b.results, r)
+	}
+	b.mu.Unlock()
+	if fail {
+		then(errors.New("broker gone"))
+		return
+	}
+	then(nil)
+}
+
+type env struct {
+	q       *router.Queue
+	sink    *router.Sink
+	bus     *bus
+	events  chan payload.Event
+	crashes atomic.Int32
+	pids    sync.Map
+}
+
+type nopReporter struct{}
+
+func (nopReporter) BadInput(string, string, error)                {}
+func (nopReporter) Event(string, string, string, map[string]any) {}
+
+// start runs a pipeline over one model served by fake processes.
+func start(t *testing.T, timeout time.Duration) *env {
+	t.Helper()
+	e := &env{q: router.NewQueue(4), bus: &bus{}, events: make(chan payload.Event, 100)}
+	e.sink = router.NewSink("cam", nopReporter{})
+	e.sink.SetQueues([]*router.Queue{e.q})
+	plugins := t.TempDir()
+	os.WriteFile(filepath.Join(plugins, "edgeinfer-classify"), []byte("binary"), 0o755)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	hung := &atomic.Bool{}
+	mgr := serving.New(serving.Config{PluginDir: plugins, CacheDir: t.TempDir(), Logger: log,
+		MinBackoff: 10 * time.Millisecond, Poll: 20 * time.Millisecond,
+		Start: func(string) (sdk.Process, error) {
+			tk := &task{crashes: &e.crashes, hung: hung}
+			f := sdk.NewFake(tk)
+			tk.die = f.Crash
+			return f, nil
+		},
+		Publish: func(payload.ModelState) {},
+		Event: func(ev payload.Event) {
+			select {
+			case e.events <- ev:
+			default:
+			}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go mgr.Run(ctx)
+	md := mgr.Model("m")
+	md.SetPipelines(map[string]json.RawMessage{"p": nil})
+	md.SetVersions([]repo.Version{{Model: "m", Version: "1", Num: 1, Dir: "/models/m/1", Fingerprint: "a",
+		Manifest: manifest.Manifest{Task: "classify"}}})
+	var publishing sync.WaitGroup
+	p := New("p", Settings{Sensor: "cam", Timeout: timeout, Retries: 2}, e.q, md, Env{Device: "d", Topic: "t/p/result",
+		Bus: e.bus, Event: func(ev payload.Event) { e.events <- ev }, Logger: log, Publishing: &publishing})
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; mgr.Close() })
+	return e
+}
+
+// deliver hands n frames (seq 1..n) to the pipeline and returns how each
+// finished.
+func (e *env) deliver(t *testing.T, seqs ...uint64) []chan error {
+	t.Helper()
+	var dones []chan error
+	for _, seq := range seqs {
+		w := 2
+		if seq == 7 {
+			w = 0 // a frame the task refuses
+		}
+		f := &sensors.Frame{Sensor: "cam", Seq: seq, Source: fmt.Sprintf("frame %d", seq), Width: w, Height: 1, RGB: []byte{byte(seq), 1, 1, 1, 1, 1}[:w*3]}
+		done := make(chan error, 1)
+		f.OnDone(func(err error) { done <- err })
+		if err := e.sink.Deliver(context.Background(), f); err != nil {
+			t.Fatal(err)
+		}
+		dones = append(dones, done)
+	}
+	return dones
+}
+
+func finished(t *testing.T, done chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("a frame never finished")
+		return nil
+	}
+}
+
+func TestEachFrameGetsOneResultNamingTheVersionAndItsOwnPixels(t *testing.T) {
+	e := start(t, 5*time.Second)
+	dones := e.deliver(t, 1, 2, 3)
+	for _, d := range dones {
+		if err := finished(t, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.bus.mu.Lock()
+	defer e.bus.mu.Unlock()
+	if len(e.bus.results) != 3 {
+		t.Fatalf("%d results, want 3", len(e.bus.results))
+	}
+	for i, r := range e.bus.results {
+		var out struct {
+			Pipeline string
+			Sum      int
+		}
+		json.Unmarshal(r.Output, &out)
+		if r.Seq != uint64(i+1) || r.Model.Version != "1" || r.Model.PID == 0 || out.Pipeline != "p" || out.Sum != i+1+5 {
+			t.Fatalf("result %d: %+v %s", i, r, r.Output)
+		}
+	}
+}
+
+func TestABadFrameIsReportedAndTheNextOneServed(t *testing.T) {
+	e := start(t, 5*time.Second)
+	dones := e.deliver(t, 7, 8)
+	if err := finished(t, dones[0]); !errors.Is(err, sdk.ErrBadFrame) && !strings.Contains(fmt.Sprint(err), "bad frame") {
+		t.Fatalf("bad frame finished with %v", err)
+	}
+	if err := finished(t, dones[1]); err != nil {
+		t.Fatal(err)
+	}
+	for ev := range e.events {
+		if ev.Type == payload.EventBadInput {
+			if ev.Source != "frame 7" || ev.Pipeline != "p" {
+				t.Fatalf("bad_input event: %+v", ev)
+			}
+			return
+		}
+	}
+}
+
+func TestAFrameWhoseProcessDiesIsTriedAgainOnTheRestartedProcess(t *testing.T) {
+	e := start(t, 5*time.Second)
+	e.crashes.Store(1)
+	dones := e.deliver(t, 12, 13, 14)
+	for _, d := range dones {
+		if err := finished(t, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.bus.mu.Lock()
+	defer e.bus.mu.Unlock()
+	if len(e.bus.results) != 3 || e.bus.results[1].Seq != 13 || e.bus.results[0].Model.PID == e.bus.results[2].Model.PID {
+		t.Fatalf("results %+v: want 12, 13, 14 with a new process after 13", e.bus.results)
+	}
+}
+
+func TestAFrameThatKillsEveryProcessIsGivenUpAfterItsRetries(t *testing.T) {
+	e := start(t, 5*time.Second)
+	e.crashes.Store(100)
+	dones := e.deliver(t, 13, 14)
+	if err := finished(t, dones[0]); err == nil || !strings.Contains(err.Error(), "died 3 times") {
+		t.Fatalf("frame 13 finished with %v, want given up after 3 tries", err)
+	}
+	if err := finished(t, dones[1]); err != nil {
+		t.Fatalf("the next frame: %v", err)
+	}
+}
+
+func TestAHungProcessIsKilledAfterTheTimeoutAndTheFrameTriedAgain(t *testing.T) {
+	e := start(t, 200*time.Millisecond)
+	dones := e.deliver(t, 21, 22)
+	for _, d := range dones {
+		if err := finished(t, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.bus.mu.Lock()
+	defer e.bus.mu.Unlock()
+	if len(e.bus.results) != 2 || e.bus.results[0].Seq != 21 {
+		t.Fatalf("results %+v", e.bus.results)
+	}
+}
+
+func TestAResultTheBrokerDidNotTakeKeepsItsInput(t *testing.T) {
+	e := start(t, 5*time.Second)
+	e.bus.fail = true
+	dones := e.deliver(t, 1)
+	if err := finished(t, dones[0]); !errors.Is(err, sensors.ErrUnfinished) {
+		t.Fatalf("finished with %v, want ErrUnfinished", err)
+	}
+}
