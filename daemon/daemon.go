@@ -184,16 +184,24 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-d.reload:
 			d.reloadConfig("SIGHUP")
 			stamp = fileStamp(cfg.File())
+			statsTick.Reset(d.statsInterval())
 		case <-fileTick.C:
 			if s := fileStamp(cfg.File()); s != stamp {
 				stamp = s
 				d.reloadConfig("the config file changed")
+				statsTick.Reset(d.statsInterval())
 			}
 		}
 	}
 	stopBG() // no restarts or reloads while stopping
 	d.shutdown()
 	return nil
+}
+
+func (d *Daemon) statsInterval() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.StatsInterval.Duration
 }
 
 // versions hands each repository update to its model.
