@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 
@@ -9,11 +10,32 @@ import (
 
 // subscribeCommands listens on <prefix>/cmd. Commands are refused unless
 // [commands] enabled = true (checked per command, so a reload can turn
-// them on or off); the broker's ACL decides who may publish there.
-func (d *Daemon) subscribeCommands() error {
+// them on or off); the broker's ACL decides who may publish there. They
+// run one at a time, in order, on a goroutine of their own until ctx
+// ends, so that a reload waiting for a frame does not hold up the MQTT
+// client.
+func (d *Daemon) subscribeCommands(ctx context.Context) error {
+	type request struct {
+		body []byte
+		ack  func()
+	}
+	queue := make(chan request, 16)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case r := <-queue:
+				d.tel.Reply(d.command(r.body))
+				r.ack()
+			}
+		}
+	}()
 	return d.bus.Subscribe(d.tel.Topic("cmd"), func(_ string, body []byte, ack func()) {
-		defer ack()
-		d.tel.Reply(d.command(body))
+		select {
+		case queue <- request{body, ack}:
+		case <-ctx.Done():
+		}
 	})
 }
 

@@ -164,7 +164,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.apply(nil, cfg)
 	d.mu.Unlock()
-	if err := d.subscribeCommands(); err != nil {
+	if err := d.subscribeCommands(bg); err != nil {
 		d.log.Error("cannot subscribe to commands", "err", err)
 	}
 	d.tel.Event(payload.Event{Type: payload.EventStarted, Message: fmt.Sprintf("edgeinferd serving %d pipelines", len(cfg.Pipelines))})
