@@ -37,7 +37,7 @@ func (t *task) Load(context.Context, sdk.LoadRequest) (sdk.ModelInfo, error) {
 	return sdk.ModelInfo{Task: "classify"}, nil
 }
 func (t *task) Configure(context.Context, map[string]json.RawMessage) error { return nil }
-func (t *task) Validate(context.Context) (sdk.Validation, error)           { return sdk.Validation{}, nil }
+func (t *task) Validate(context.Context) (sdk.Validation, error)            { return sdk.Validation{}, nil }
 
 func (t *task) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 	if f.Width == 0 {
@@ -94,7 +94,7 @@ type env struct {
 
 type nopReporter struct{}
 
-func (nopReporter) BadInput(string, string, error)                {}
+func (nopReporter) BadInput(string, string, error)               {}
 func (nopReporter) Event(string, string, string, map[string]any) {}
 
 // start runs a pipeline over one model served by fake processes.
