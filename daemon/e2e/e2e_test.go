@@ -8,6 +8,7 @@ import (
 	"image/color"
 	"image/jpeg"
 	"image/png"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -413,27 +414,50 @@ func TestSIGTERMFinishesTheFramesTakenAndLeavesTheRestForNextTime(t *testing.T) 
 	}
 }
 
-func TestCheckValidatesTheConfigWithoutStarting(t *testing.T) {
+func TestCheckLoadsEachPipelinesModelInItsPluginWithoutStarting(t *testing.T) {
 	dir := t.TempDir()
-	good := setup{broker: "tcp://127.0.0.1:1", sensors: dirSensor(t.TempDir())}.config(t, "e2e/check")
-	bad := strings.Replace(good, `model = "lenet5"`, `model = "lenet6"`, 1)
+	// A repository whose lenet5 has random bytes as saved_model.pb.
+	corrupt := t.TempDir()
+	copyVersion(t, filepath.Join(models(t), "lenet5", "1"), filepath.Join(corrupt, "lenet5", "1"), nil)
+	random := make([]byte, 4096)
+	rand.New(rand.NewSource(1)).Read(random)
+	if err := os.WriteFile(filepath.Join(corrupt, "lenet5", "1", "saved_model.pb"), random, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The broker address is unreachable: -check must not connect.
+	base := setup{broker: "tcp://127.0.0.1:1", sensors: dirSensor(t.TempDir())}
+	good := base.config(t, "e2e/check")
+	withRepo := base
+	withRepo.repo = corrupt
 	for _, tc := range []struct {
 		name, config string
+		args         []string
 		code         int
-		want         string
+		want         []string
 	}{
-		{"good", good, 0, "pipeline digits: sensor inbox -> model lenet5 version 1 (classify)"},
-		{"bad", bad, 2, `:26: pipelines.digits.model: model "lenet6" is not in the repository`},
+		{"good", good, nil, 0, []string{"pipeline digits: sensor inbox -> model lenet5 version 1 (classify): loaded, warm-up",
+			"golden samples reproduced (max abs diff", ": ok"}},
+		{"config only", good, []string{"-config-only"}, 0, []string{"pipeline digits: sensor inbox -> model lenet5 version 1 (classify)\n"}},
+		{"unknown model", strings.Replace(good, `model = "lenet5"`, `model = "lenet6"`, 1), nil, 2,
+			[]string{`pipelines.digits.model: model "lenet6" is not in the repository`}},
+		{"bad option", strings.Replace(good, "top_k = 3", "top_k = 0", 1), nil, 1,
+			[]string{"pipelines.digits: model lenet5: version 1: options: pipeline digits: top_k is 0, must be 1..10"}},
+		{"corrupt model", withRepo.config(t, "e2e/check"), nil, 1,
+			[]string{"pipelines.digits: model lenet5: ", "saved_model.pb"}},
 	} {
-		path := filepath.Join(dir, tc.name+".toml")
+		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".toml")
 		if err := os.WriteFile(path, []byte(tc.config), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		// The broker address is unreachable: -check must not connect.
-		cmd := exec.Command(filepath.Join(binDir, "edgeinferd"), "-check", "-config", path)
+		cmd := exec.Command(filepath.Join(binDir, "edgeinferd"), append([]string{"-check", "-config", path}, tc.args...)...)
 		out, _ := cmd.CombinedOutput()
-		if got := cmd.ProcessState.ExitCode(); got != tc.code || !strings.Contains(string(out), tc.want) {
-			t.Fatalf("%s: exit code %d, output %q; want %d and %q", tc.name, got, out, tc.code, tc.want)
+		if got := cmd.ProcessState.ExitCode(); got != tc.code {
+			t.Fatalf("%s: exit code %d, want %d; output %q", tc.name, got, tc.code, out)
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(string(out), want) {
+				t.Fatalf("%s: output %q lacks %q", tc.name, out, want)
+			}
 		}
 		if tc.code != 0 && !strings.HasPrefix(string(out), path+":") {
 			t.Fatalf("%s: the message does not start with the file: %q", tc.name, out)
