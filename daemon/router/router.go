@@ -98,6 +98,18 @@ func (t *tracker) hold() []byte {
 	return t.rgb
 }
 
+// letGo drops the pixels unless a job holds them. Deliver calls it once the
+// frame is in every queue: a frame that can be read again and found every
+// queue already full of frames with pixels went in without them, and must
+// not keep them (in the tracker) while it waits.
+func (t *tracker) letGo() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.holders == 0 && t.frame.Reload != nil {
+		t.rgb = nil
+	}
+}
+
 func (t *tracker) release() {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -135,6 +135,49 @@ func TestAPipelineThatDoesNotTakeFramesDoesNotHoldUpItsSibling(t *testing.T) {
 	}
 }
 
+func TestFramesWaitingInEveryQueueDoNotKeepTheirPixels(t *testing.T) {
+	// Two pipelines that both fall behind (one stuck, one slow): a frame
+	// that can be read again goes to both queues without its pixels once
+	// their hot frames are there, and nothing keeps them for it.
+	stuck, slow := NewQueue(2), NewQueue(2)
+	s := NewSink("s", nopReporter{})
+	s.SetQueues([]*Queue{stuck, slow})
+	var ins []*input
+	for i := 1; i <= 100; i++ {
+		in := newInput(uint64(i), true)
+		ins = append(ins, in)
+		if err := s.Deliver(context.Background(), in.f); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	held := 0
+	for _, j := range stuck.jobs {
+		j.track.mu.Lock()
+		if j.track.rgb != nil {
+			held++
+		}
+		j.track.mu.Unlock()
+	}
+	if held != 2 {
+		t.Fatalf("%d of 100 waiting frames keep their pixels, want 2 (the queues' hot frames)", held)
+	}
+	// Both pipelines catch up: each frame is read again where it has to be,
+	// and finishes once.
+	for i, in := range ins {
+		for _, q := range []*Queue{slow, stuck} {
+			j := q.TryNext()
+			px, err := j.Pixels()
+			if err != nil || px[0] != byte(i+1) {
+				t.Fatalf("frame %d pixels %v, %v", i+1, px, err)
+			}
+			j.Done(nil)
+		}
+		if err := in.finished(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestAFrameThatCannotBeReadAgainWaitsForRoom(t *testing.T) {
 	q := NewQueue(1)
 	s := NewSink("s", nopReporter{})

@@ -70,9 +70,11 @@ func (s *Sink) Deliver(ctx context.Context, f *sensors.Frame) error {
 			for range s.queues[i:] {
 				t.done(ErrStopping)
 			}
+			t.letGo()
 			return err
 		}
 	}
+	t.letGo()
 	return nil
 }
 
