@@ -1217,3 +1217,80 @@ func TestOps200ReloadCyclesLeakNothing(t *testing.T) {
 		t.Errorf("shared frame buffers after %d swaps: %v (want one per live plugin that got frames)", cycles, after.shm)
 	}
 }
+
+// TestOpsAPipelineMovedOffABrokenModelByAReloadCatchesUp: a pipeline whose
+// model is broken keeps its frames waiting; a reload that points it at a
+// good model lets it answer every one of them, whether or not another
+// pipeline still uses the broken model.
+func TestOpsAPipelineMovedOffABrokenModelByAReloadCatchesUp(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra string // more pipelines
+	}{
+		{"the broken model no longer used", ""},
+		{"the broken model still used by another pipeline", "\n[pipelines.stays]\nsensor = \"idle\"\nmodel = \"broken\"\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			repo := opsRepo(t, "broken")
+			junk := make([]byte, 64<<10)
+			rand.Read(junk)
+			if err := os.WriteFile(filepath.Join(repo, "broken", "1", "saved_model.pb"), junk, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			inbox := t.TempDir()
+			sensors := dirSensor(inbox) + fmt.Sprintf("[sensors.idle]\nkind = \"dir\"\npath = %q\n", t.TempDir())
+			pipelines := `
+[pipelines.good]
+sensor = "inbox"
+model = "lenet5"
+
+[pipelines.moved]
+sensor = "inbox"
+model = "broken"
+` + tc.extra
+			p, w := run(t, setup{broker: mosquitto.Start(t), sensors: sensors, extra: pipelines, repo: repo, models: opsModels})
+			config := p.cmd.Args[len(p.cmd.Args)-1]
+			l := opsRecord(t, w)
+			w.serving(t, p, "lenet5", "good")
+			waitFor(t, p, time.Minute, "broken version 1 failed", func() bool {
+				st, _ := w.model(t, "broken")
+				return st.Versions["1"].State == payload.StateFailed
+			})
+			ds := digits(t)[:20]
+			dropDigits(t, inbox, ds)
+			var names []string
+			for _, d := range ds {
+				names = append(names, d.name)
+			}
+			opsExactlyOnce(t, p, l, "good", names, ds)
+			waitFor(t, p, 30*time.Second, "the moved pipeline's frames waiting", func() bool {
+				st, _ := opsStats(t, w)
+				return st.Pipelines["moved"].Queued == len(names)-1 && st.Pipelines["moved"].Frames == 1
+			})
+
+			mark := l.mark()
+			opsRewrite(t, config, func(s string) string {
+				i := strings.Index(s, "[pipelines.moved]")
+				return s[:i] + strings.Replace(s[i:], `model = "broken"`, `model = "lenet5"`, 1)
+			}, false)
+			ev, _ := l.waitEvent(p, mark, 30*time.Second, "config_reloaded", func(e payload.Event) bool {
+				return e.Type == payload.EventConfigReloaded || e.Type == payload.EventConfigRejected
+			})
+			if ev.Type != payload.EventConfigReloaded || !strings.HasSuffix(ev.Message, "pipelines changed: moved") {
+				t.Fatalf("reload: %+v", ev)
+			}
+			for _, r := range opsExactlyOnce(t, p, l, "moved", names, ds) {
+				if r.Model.Name != "lenet5" {
+					t.Fatalf("moved pipeline's result from %+v", r.Model)
+				}
+			}
+			waitFor(t, p, 30*time.Second, "every file in done/", func() bool {
+				done, _ := filepath.Glob(filepath.Join(inbox, "done", "digit-*.png"))
+				return len(done) == len(names)
+			})
+			if ev := l.eventsOf(payload.EventInferenceFailed, 0); len(ev) != 0 {
+				t.Fatalf("inference_failed events: %+v", ev)
+			}
+		})
+	}
+}

@@ -60,9 +60,13 @@ type Pipeline struct {
 	env   Env
 	queue *router.Queue
 
-	mu    sync.Mutex // guards set and model, changed by a config reload
+	mu    sync.Mutex // guards set, model and moved, changed by a config reload
 	set   Settings
 	model *serving.Model
+	// moved ends when a reload gives the pipeline another model: a frame
+	// waiting for the old one to serve goes to wait for the new one.
+	moved context.Context
+	move  context.CancelFunc
 
 	frames, results, failed, restarts atomic.Uint64
 	latMu                             sync.Mutex
@@ -74,21 +78,29 @@ const latencyWindow = 1024
 
 // New makes the worker of the pipeline called name.
 func New(name string, set Settings, queue *router.Queue, model *serving.Model, env Env) *Pipeline {
-	return &Pipeline{name: name, env: env, set: set, queue: queue, model: model}
+	moved, move := context.WithCancel(context.Background())
+	return &Pipeline{name: name, env: env, set: set, queue: queue, model: model, moved: moved, move: move}
 }
 
-// Update changes the pipeline's settings and model (config reload); the
-// frame in progress finishes with the old ones.
+// Update changes the pipeline's settings and model (config reload). A frame
+// already sent to a plugin finishes with the old ones; a frame still
+// waiting for its model to serve waits for the new model instead (the old
+// one may never serve this pipeline again: it no longer has its options,
+// it may be broken, or no pipeline may use it any more).
 func (p *Pipeline) Update(set Settings, model *serving.Model) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if model != p.model {
+		p.move()
+		p.moved, p.move = context.WithCancel(context.Background())
+	}
 	p.set, p.model = set, model
 }
 
-func (p *Pipeline) current() (Settings, *serving.Model) {
+func (p *Pipeline) current() (Settings, *serving.Model, context.Context) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.set, p.model
+	return p.set, p.model, p.moved
 }
 
 // Name is the pipeline's name.
@@ -114,13 +126,13 @@ func (p *Pipeline) Run(ctx context.Context) {
 func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 	p.frames.Add(1)
 	f := j.Frame
-	set, model := p.current()
 	rgb, err := j.Pixels()
 	if err != nil {
+		_, model, _ := p.current()
 		p.fail(j, model, err)
 		return
 	}
-	res, lease, started, err := p.infer(ctx, set, model, sdk.Frame{Pipeline: p.name, Seq: f.Seq, Width: f.Width, Height: f.Height, RGB: rgb})
+	res, model, lease, started, err := p.infer(ctx, sdk.Frame{Pipeline: p.name, Seq: f.Seq, Width: f.Width, Height: f.Height, RGB: rgb})
 	finished := time.Now()
 	if lease == nil && err != nil { // stopping before a version served it: the sensor keeps the input
 		j.Done(router.ErrStopping)
@@ -188,12 +200,15 @@ func (p *Pipeline) fail(j *router.Job, model *serving.Model, err error) {
 //
 // Only the wait for a serving version ends with ctx: a frame already sent
 // to the plugin is finished (cancelling it would kill the process, which
-// other pipelines share).
-func (p *Pipeline) infer(ctx context.Context, set Settings, model *serving.Model, f sdk.Frame) (res sdk.Result, lease *serving.Lease, started time.Time, err error) {
+// other pipelines share). Each try takes the pipeline's settings and model
+// as they are then (a reload may have changed them); model is the one that
+// ran the frame.
+func (p *Pipeline) infer(ctx context.Context, f sdk.Frame) (res sdk.Result, model *serving.Model, lease *serving.Lease, started time.Time, err error) {
+	var set Settings
 	for attempt := 0; ; attempt++ {
-		lease, err = model.Acquire(ctx, p.name)
+		set, model, lease, err = p.acquire(ctx)
 		if err != nil {
-			return res, nil, started, err
+			return res, model, nil, started, err
 		}
 		started = time.Now()
 		ictx, cancel := context.WithTimeout(context.Background(), set.Timeout)
@@ -201,16 +216,33 @@ func (p *Pipeline) infer(ctx context.Context, set Settings, model *serving.Model
 		cancel()
 		lease.Release(err)
 		if !errors.Is(err, sdk.ErrPluginExited) || ctx.Err() != nil {
-			return res, lease, started, err
+			return res, model, lease, started, err
 		}
 		p.restarts.Add(1)
 		if errors.Is(err, sdk.ErrHung) {
 			err = fmt.Errorf("no answer within %s (pipelines.%s.timeout): %w", set.Timeout, p.name, err)
 		}
 		if attempt >= set.Retries {
-			return res, lease, started, fmt.Errorf("the plugin died %d times on this frame; giving up on it: %w", attempt+1, err)
+			return res, model, lease, started, fmt.Errorf("the plugin died %d times on this frame; giving up on it: %w", attempt+1, err)
 		}
 		p.env.Logger.Warn("plugin died during a frame; trying it again", "seq", f.Seq, "attempt", attempt+1, "err", err)
+	}
+}
+
+// acquire waits until the pipeline's model serves it. If a reload moves the
+// pipeline to another model meanwhile, it waits for that one instead.
+func (p *Pipeline) acquire(ctx context.Context) (Settings, *serving.Model, *serving.Lease, error) {
+	for {
+		set, model, moved := p.current()
+		actx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(moved, cancel)
+		lease, err := model.Acquire(actx, p.name)
+		stop()
+		cancel()
+		if err != nil && ctx.Err() == nil && moved.Err() != nil {
+			continue // moved to another model while waiting
+		}
+		return set, model, lease, err
 	}
 }
 

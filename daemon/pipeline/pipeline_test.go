@@ -84,6 +84,8 @@ func (b *bus) PublishThen(_ string, _ bool, body []byte, then func(error)) {
 }
 
 type env struct {
+	mgr     *serving.Manager
+	p       *Pipeline
 	q       *router.Queue
 	sink    *router.Sink
 	bus     *bus
@@ -132,6 +134,7 @@ func start(t *testing.T, timeout time.Duration) *env {
 	var publishing sync.WaitGroup
 	p := New("p", Settings{Sensor: "cam", Timeout: timeout, Retries: 2}, e.q, md, Env{Device: "d", Topic: "t/p/result",
 		Bus: e.bus, Event: func(ev payload.Event) { e.events <- ev }, Logger: log, Publishing: &publishing})
+	e.mgr, e.p = mgr, p
 	done := make(chan struct{})
 	go func() { defer close(done); p.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done; mgr.Close() })
@@ -263,5 +266,53 @@ func TestAResultTheBrokerDidNotTakeKeepsItsInput(t *testing.T) {
 	dones := e.deliver(t, 1)
 	if err := finished(t, dones[0]); !errors.Is(err, sensors.ErrUnfinished) {
 		t.Fatalf("finished with %v, want ErrUnfinished", err)
+	}
+}
+
+func TestAFrameWaitingForAModelThatCannotServeFollowsAReloadToAnotherModel(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		removed bool // no pipeline uses the old model any more
+	}{{"old model still used", false}, {"old model removed", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, 5*time.Second)
+			set := Settings{Sensor: "cam", Timeout: 5 * time.Second, Retries: 2}
+			// Model n has no version: it never serves.
+			n := e.mgr.Model("n")
+			n.SetPipelines(map[string]json.RawMessage{"p": nil})
+			n.SetVersions(nil)
+			e.p.Update(set, n)
+			dones := e.deliver(t, 1, 2, 3)
+			deadline := time.Now().Add(5 * time.Second)
+			for e.q.Len() != 2 { // the worker holds frame 1, waiting for n
+				if time.Now().After(deadline) {
+					t.Fatalf("%d frames queued, want 2", e.q.Len())
+				}
+				time.Sleep(time.Millisecond)
+			}
+			// The reload: p goes back to m (the daemon updates the pipeline,
+			// then sets the models' pipelines and removes unused ones).
+			e.p.Update(set, e.mgr.Model("m"))
+			if tc.removed {
+				e.mgr.Remove("n")
+			} else {
+				n.SetPipelines(map[string]json.RawMessage{"other": nil})
+			}
+			for _, d := range dones {
+				if err := finished(t, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.bus.mu.Lock()
+			defer e.bus.mu.Unlock()
+			if len(e.bus.results) != 3 {
+				t.Fatalf("%d results, want 3", len(e.bus.results))
+			}
+			for i, r := range e.bus.results {
+				if r.Seq != uint64(i+1) || r.Model.Name != "m" {
+					t.Fatalf("result %d: seq %d from model %q", i, r.Seq, r.Model.Name)
+				}
+			}
+		})
 	}
 }
