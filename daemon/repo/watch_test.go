@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // watchModes: the watcher must see the same things whether it learns of
@@ -248,5 +250,64 @@ func TestWatchReportsAVersionThatIsNotServableWithTheReason(t *testing.T) {
 	u := await(t, w, "m", "the first update", func(Update) bool { return true })
 	if v, ok := find(u, "1"); !ok || v.Err == nil || !strings.Contains(v.Err.Error(), filepath.Join(dir, "edgeinfer.toml")) {
 		t.Fatalf("first update %+v, want version 1 with the missing manifest named", u)
+	}
+}
+
+// A version folder replaced in one step (renameat2 RENAME_EXCHANGE, the
+// way a fixed version is swapped in) or moved away makes inotify send
+// IN_MOVE_SELF for a watched folder; fsnotify then may report an error
+// while it holds the lock that WatchList, Add and Remove take. The watch
+// must keep draining fsnotify while it calls those, or it deadlocks (and
+// the daemon with it, at its next SIGTERM).
+func TestWatchSurvivesVersionFoldersExchangedAndMovedAway(t *testing.T) {
+	repo := t.TempDir()
+	age(t, writeVersion(t, repo, "m", "1", defaultBundle()))
+	opts := WatchOptions{Settle: 50 * time.Millisecond, Rescan: time.Hour}
+	opts.Repository = repo
+	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	w := NewWatcher(opts)
+	w.SetModels([]string{"m"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("Run did not return within 10s of its context ending: deadlocked")
+		}
+	}()
+	await(t, w, "m", "version 1", servable("1"))
+	v2 := filepath.Join(repo, "m", "2")
+	writeVersion(t, repo, "m", "2", defaultBundle())
+	last := await(t, w, "m", "versions 2 and 1", servable("2", "1"))
+	for i := range 20 {
+		staged := filepath.Join(repo, "m", ".2.staged")
+		writeVersion(t, repo, "m", ".2.staged", defaultBundle()) // new times: a new fingerprint
+		if err := unix.Renameat2(unix.AT_FDCWD, staged, unix.AT_FDCWD, v2, unix.RENAME_EXCHANGE); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(staged); err != nil {
+			t.Fatal(err)
+		}
+		prev, _ := find(last, "2")
+		last = await(t, w, "m", fmt.Sprintf("version 2 exchanged (%d)", i+1), func(u Update) bool {
+			v, ok := find(u, "2")
+			return servable("2", "1")(u) && ok && v.Fingerprint != prev.Fingerprint
+		})
+		// Moved away and back.
+		away := filepath.Join(repo, "m", ".2.away")
+		if err := os.Rename(v2, away); err != nil {
+			t.Fatal(err)
+		}
+		await(t, w, "m", fmt.Sprintf("version 2 moved away (%d)", i+1), servable("1"))
+		if err := os.Rename(away, v2); err != nil {
+			t.Fatal(err)
+		}
+		last = await(t, w, "m", fmt.Sprintf("version 2 moved back (%d)", i+1), servable("2", "1"))
 	}
 }
