@@ -497,9 +497,9 @@ func TestOpsPluginBinarySwapUnderLoadLosesNothing(t *testing.T) {
 	} {
 		mark = l.mark()
 		opsInstall(t, bin, []byte(bad.script), 0o755)
-		rej, after := l.waitEvent(p, mark, time.Minute, bad.name+": the bad binary's rejection", func(e payload.Event) bool { return e.Type == payload.EventVersionRejected })
+		rej, after := l.waitEvent(p, mark, time.Minute, bad.name+": the bad binary's rejection", func(e payload.Event) bool { return e.Type == payload.EventPluginRejected })
 		if rej.Model != "lenet5" || rej.Version != "1" || !strings.Contains(rej.Message, opsSHA([]byte(bad.script))[:12]+" rejected") || !strings.Contains(rej.Message, bad.says) {
-			t.Fatalf("%s: version_rejected for the bad binary: %+v", bad.name, rej)
+			t.Fatalf("%s: plugin_rejected for the bad binary: %+v", bad.name, rej)
 		}
 		t.Logf("bad binary %s: %.300s", bad.name, rej.Message)
 		n := len(l.of("digits"))
@@ -517,8 +517,8 @@ func TestOpsPluginBinarySwapUnderLoadLosesNothing(t *testing.T) {
 		if ev := l.eventsOf(payload.EventVersionLoading, mark); len(ev) != 1 {
 			t.Fatalf("%s: the bad binary was tried %d times, want once: %+v", bad.name, len(ev), ev)
 		}
-		if ev := l.eventsOf(payload.EventVersionRejected, after); len(ev) != 0 {
-			t.Fatalf("%s: rejected again: %+v", bad.name, ev)
+		if ev := append(l.eventsOf(payload.EventPluginRejected, after), l.eventsOf(payload.EventVersionRejected, mark)...); len(ev) != 0 {
+			t.Fatalf("%s: rejected again, or the version blamed: %+v", bad.name, ev)
 		}
 		if alive, zombies := opsChildren(t, p.cmd.Process.Pid); !slices.Equal(alive, []int{second.PID}) || len(zombies) != 0 {
 			t.Fatalf("%s: the daemon's children are %v (zombies %v), want only %d", bad.name, alive, zombies, second.PID)

@@ -83,6 +83,7 @@ const (
 	EventVersionRejected = "version_rejected" // a version failed to load, warm up or validate; not retried until its files change
 	EventVersionRetired  = "version_retired"  // a version's process stopped after its last frame
 	EventPluginSwapped   = "plugin_swapped"   // a new plugin binary took over a model's pipelines
+	EventPluginRejected  = "plugin_rejected"  // a new plugin binary would not start, load or validate; the old one keeps serving
 	EventConfigReloaded  = "config_reloaded"
 	EventConfigRejected  = "config_rejected"  // the new config is invalid or needs a restart; the old one keeps running
 	EventOptionsRejected = "options_rejected" // the plugin refused a pipeline's options; its frames wait for a fixed config

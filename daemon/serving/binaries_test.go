@@ -73,7 +73,7 @@ func TestPluginBinaryThatFailsIsRejectedAndTheOldOneKeepsServing(t *testing.T) {
 				old := h.serveFirst(md)
 
 				h.writePlugin("bin-2")
-				e := h.waitEvent(md, payload.EventVersionRejected, "1", 1)
+				e := h.waitEvent(md, payload.EventPluginRejected, "1", 1)
 				if !strings.Contains(e.Message, "plugin") || !strings.Contains(e.Message, tt.reason) {
 					t.Errorf("rejection %q does not blame the binary", e.Message)
 				}

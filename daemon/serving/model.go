@@ -299,15 +299,22 @@ func (md *Model) loadFailed(inst *instance, swap bool, err error, timedOut bool)
 	}
 	key := versionKey(inst.v)
 	transient := errors.Is(err, sdk.ErrPluginExited) && !timedOut
-	switch {
-	case errors.As(err, &se) || swap:
+	if errors.As(err, &se) || swap {
+		// The binary's fault: the version itself stays as it was.
 		md.m.bins.reject(inst.bin, why)
-		why = fmt.Sprintf("plugin %s rejected: %s", inst.bin.label(), why)
-	case transient && md.failures[key] < 2:
+		md.stop(inst, why)
+		md.m.log.Error("plugin binary rejected", "model", md.name, "version", inst.v.Version, "plugin", inst.bin.label(), "err", why)
+		md.m.event(payload.Event{Type: payload.EventPluginRejected, Model: md.name, Version: inst.v.Version,
+			Message: fmt.Sprintf("plugin %s rejected (model %s version %s): %s", inst.bin.label(), md.name, inst.v.Version, why),
+			Attrs:   map[string]any{"plugin": inst.bin.label()}})
+		md.reconcile()
+		return
+	}
+	if transient && md.failures[key] < 2 {
 		md.failures[key]++
 		md.retryAt = time.Now().Add(time.Duration(md.failures[key]) * md.m.cfg.MinBackoff)
 		why = fmt.Sprintf("%s (transient; trying again, attempt %d of 3)", why, md.failures[key]+1)
-	default:
+	} else {
 		delete(md.failures, key)
 		md.rejected[key] = why
 	}
