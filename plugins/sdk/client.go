@@ -60,8 +60,10 @@ func Start(opts Options) (*Plugin, error) {
 	cmd := exec.Command(opts.Path)
 	cmd.Env = append(os.Environ(), opts.Env...)
 	// If the daemon dies without stopping its plugins (SIGKILL, a crash),
-	// the kernel ends them too rather than leaving orphans.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// the kernel ends them too rather than leaving orphans. In a process
+	// group of its own, a plugin does not get the terminal's Ctrl-C: the
+	// daemon finishes its frames first, then stops it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	stderr := opts.Stderr
 	if stderr == nil {
 		stderr = io.Discard
