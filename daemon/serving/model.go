@@ -202,6 +202,20 @@ func (md *Model) reconcile() {
 	}
 	v, ok, why := choose(md.versions, md.want(), md.rejected)
 	md.target, md.why = "", why
+	if s := md.serving; s != nil && (!ok || v.Num < s.v.Num) && (md.want() == Latest || md.want() == s.v.Version) &&
+		slices.ContainsFunc(md.versions, func(r repo.Version) bool {
+			_, bad := md.rejected[versionKey(r)]
+			return r.Version == s.v.Version && (r.Err != nil || bad)
+		}) {
+		// The serving version's files changed in place and cannot be served
+		// as they are now: its loaded copy is still good and keeps serving
+		// (removing its folder is what rolls back).
+		md.target = s.v.Version
+		if ok {
+			md.why = fmt.Sprintf("version %s's files changed and cannot be served as they are; its loaded copy keeps serving", s.v.Version)
+		}
+		return
+	}
 	if !ok {
 		return
 	}

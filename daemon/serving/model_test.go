@@ -798,3 +798,28 @@ func TestFramesKeepFlowingWhileVersionsSwap50Times(t *testing.T) {
 	}
 	h.onlyAlive(md, h.servingProc(md))
 }
+
+func TestTheServingVersionKeepsServingWhenItsFilesBreakInPlace(t *testing.T) {
+	h := newHarness(t)
+	md := h.model("p")
+	md.SetVersions(vers(1, 2))
+	h.serving(md, "2")
+	old := h.servingProc(md)
+
+	broken := ver(2, "broken")
+	broken.Err = errors.New("variables/variables.data-00000-of-00001: 1200 bytes, the index needs 4096 (still being copied?)")
+	md.SetVersions(append([]repo.Version{broken}, vers(1)...))
+	st := md.State()
+	if st.Serving != "2" || h.servingProc(md) != old || !strings.Contains(st.Reason, "its loaded copy keeps serving") {
+		t.Fatalf("after version 2's files broke: %+v", st)
+	}
+	if len(h.procsOf("1")) != 0 {
+		t.Fatal("version 1 was loaded although version 2's loaded copy still serves")
+	}
+	mustInfer(t, md, "p", "2")
+
+	// Fixed files are a new version 2: loaded and switched to.
+	md.SetVersions(append([]repo.Version{ver(2, "fixed")}, vers(1)...))
+	h.until(md, "the fixed version 2 serving", func() bool { return h.servingProc(md) != old && md.State().Serving == "2" })
+	h.onlyAlive(md, h.servingProc(md))
+}
