@@ -47,7 +47,7 @@ func choose(versions []repo.Version, want string, rejected map[string]string) (v
 		}
 		return repo.Version{}, false, fmt.Sprintf("pinned version %s is not in the repository", want)
 	}
-	why = "no version in the repository"
+	why = "no version in the repository (a version is taken once its files have not changed for models.settle)"
 	for _, v := range versions {
 		if v.Err != nil {
 			why = fmt.Sprintf("version %s cannot be served: %v", v.Version, v.Err)

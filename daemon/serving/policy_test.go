@@ -25,7 +25,7 @@ func TestChoosePicksTheVersionThePolicyWants(t *testing.T) {
 		{"a rejected version whose files changed is servable again", all, Latest, map[string]string{"3#b": "validation failed"}, "3", ""},
 		{"latest with nothing servable says why", []repo.Version{broken}, Latest, nil, "", "version 4 cannot be served: variables still being copied"},
 		{"latest with every version rejected says why", []repo.Version{ver(1, "a")}, Latest, map[string]string{"1#a": "bad"}, "", "version 1 was rejected: bad"},
-		{"latest with no version", nil, Latest, nil, "", "no version in the repository"},
+		{"latest with no version", nil, Latest, nil, "", "no version in the repository (a version is taken once its files have not changed for models.settle)"},
 		{"a pinned version serves though higher ones exist", all, "2", nil, "2", ""},
 		{"a pinned version that is not servable is not replaced by another", all, "4", nil, "", "pinned version 4 cannot be served"},
 		{"a pinned version that was rejected is not replaced by another", all, "2", map[string]string{"2#a": "bad"}, "", "pinned version 2 was rejected: bad"},
