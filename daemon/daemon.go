@@ -19,7 +19,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -37,7 +36,6 @@ import (
 	"github.com/edgeinfer/edgeinfer/daemon/serving"
 	"github.com/edgeinfer/edgeinfer/daemon/telemetry"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
-	"github.com/edgeinfer/edgeinfer/sensors"
 )
 
 // Daemon is one edgeinferd.
@@ -306,18 +304,6 @@ func (d *Daemon) Event(sensor, kind, message string, attrs map[string]any) {
 	d.tel.Event(payload.Event{Type: kind, Sensor: sensor, Message: message, Attrs: attrs})
 }
 
-// optionsJSON is a pipeline's options table as the plugin gets it.
-func optionsJSON(p config.Pipeline) json.RawMessage {
-	if len(p.Options) == 0 {
-		return nil
-	}
-	b, err := json.Marshal(p.Options)
-	if err != nil {
-		return nil // TOML values always encode
-	}
-	return b
-}
-
 // waitTimeout waits for wg, at most d; it reports whether wg finished.
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	done := make(chan struct{})
@@ -345,5 +331,3 @@ func fileStamp(path string) string {
 	}
 	return fmt.Sprintf("%d/%d", st.Size(), st.ModTime().UnixNano())
 }
-
-var _ sensors.Sink = (*router.Sink)(nil)

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -118,13 +117,7 @@ func (d *Daemon) apply(old, next *config.Config) {
 	}
 
 	// The models: each gets its serving settings and its pipelines' options.
-	used := map[string]map[string]json.RawMessage{}
-	for name, pc := range next.Pipelines {
-		if used[pc.Model] == nil {
-			used[pc.Model] = map[string]json.RawMessage{}
-		}
-		used[pc.Model][name] = optionsJSON(pc)
-	}
+	used := next.ModelPipelines()
 	for _, model := range slices.Sorted(maps.Keys(used)) {
 		s := next.Serving(model)
 		md := d.mgr.Model(model)
@@ -156,7 +149,7 @@ func (d *Daemon) apply(old, next *config.Config) {
 }
 
 func settingsOf(pc config.Pipeline) pipeline.Settings {
-	return pipeline.Settings{Sensor: pc.Sensor, Timeout: pc.Timeout.Duration, Retries: pc.Retries}
+	return pipeline.Settings{Timeout: pc.Timeout.Duration, Retries: pc.Retries}
 }
 
 // startSensor builds the sensor called name from the running config and

@@ -8,6 +8,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -199,6 +200,23 @@ func Parse(path, src string) (*Config, error) {
 		c.Sensors[name] = s
 	}
 	return c, nil
+}
+
+// ModelPipelines maps each model in use to its pipelines, each with its
+// [pipelines.<name>.options] as JSON, as the plugin gets them (nil: none).
+func (c *Config) ModelPipelines() map[string]map[string]json.RawMessage {
+	used := map[string]map[string]json.RawMessage{}
+	for name, p := range c.Pipelines {
+		if used[p.Model] == nil {
+			used[p.Model] = map[string]json.RawMessage{}
+		}
+		var opts json.RawMessage
+		if len(p.Options) > 0 {
+			opts, _ = json.Marshal(p.Options) // TOML values always encode
+		}
+		used[p.Model][name] = opts
+	}
+	return used
 }
 
 // File is the path the config was read from.

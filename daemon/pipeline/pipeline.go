@@ -49,7 +49,6 @@ type Env struct {
 
 // Settings are the pipeline's [pipelines.<name>] settings the worker uses.
 type Settings struct {
-	Sensor  string
 	Timeout time.Duration // one inference; longer kills the plugin process
 	Retries int           // tries again of a frame whose process died
 }

@@ -132,7 +132,7 @@ func start(t *testing.T, timeout time.Duration) *env {
 	md.SetVersions([]repo.Version{{Model: "m", Version: "1", Num: 1, Dir: "/models/m/1", Fingerprint: "a",
 		Manifest: manifest.Manifest{Task: "classify"}}})
 	var publishing sync.WaitGroup
-	p := New("p", Settings{Sensor: "cam", Timeout: timeout, Retries: 2}, e.q, md, Env{Device: "d", Topic: "t/p/result",
+	p := New("p", Settings{Timeout: timeout, Retries: 2}, e.q, md, Env{Device: "d", Topic: "t/p/result",
 		Bus: e.bus, Event: func(ev payload.Event) { e.events <- ev }, Logger: log, Publishing: &publishing})
 	e.mgr, e.p = mgr, p
 	done := make(chan struct{})
@@ -276,7 +276,7 @@ func TestAFrameWaitingForAModelThatCannotServeFollowsAReloadToAnotherModel(t *te
 	}{{"old model still used", false}, {"old model removed", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := start(t, 5*time.Second)
-			set := Settings{Sensor: "cam", Timeout: 5 * time.Second, Retries: 2}
+			set := Settings{Timeout: 5 * time.Second, Retries: 2}
 			// Model n has no version: it never serves.
 			n := e.mgr.Model("n")
 			n.SetPipelines(map[string]json.RawMessage{"p": nil})

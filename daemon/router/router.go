@@ -110,13 +110,12 @@ func (t *tracker) letGo() {
 	}
 }
 
+// release ends one job's hold on the pixels.
 func (t *tracker) release() {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.holders--
-	if t.holders == 0 && t.frame.Reload != nil {
-		t.rgb = nil
-	}
+	t.mu.Unlock()
+	t.letGo()
 }
 
 func (t *tracker) done(err error) {
@@ -223,9 +222,6 @@ func (q *Queue) Next(ctx context.Context) (*Job, error) {
 		}
 	}
 }
-
-// TryNext returns the next job without waiting, or nil.
-func (q *Queue) TryNext() *Job { return q.take() }
 
 func (q *Queue) take() *Job {
 	q.mu.Lock()

@@ -67,7 +67,7 @@ func TestAFrameFinishesOnlyWhenEveryPipelineIsDoneWithIt(t *testing.T) {
 	if err := s.Deliver(context.Background(), in.f); err != nil {
 		t.Fatal(err)
 	}
-	ja, jb := a.TryNext(), b.TryNext()
+	ja, jb := a.take(), b.take()
 	ja.Done(nil)
 	if !in.pending() {
 		t.Fatal("finished after one of two pipelines")
@@ -93,7 +93,7 @@ func TestAPipelineThatDoesNotTakeFramesDoesNotHoldUpItsSibling(t *testing.T) {
 		if err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
-		healthy.TryNext().Done(nil)
+		healthy.take().Done(nil)
 	}
 	if stuck.Len() != 100 {
 		t.Fatalf("stuck pipeline holds %d frames, want 100", stuck.Len())
@@ -110,7 +110,7 @@ func TestAPipelineThatDoesNotTakeFramesDoesNotHoldUpItsSibling(t *testing.T) {
 		}
 	}
 	for i := range ins {
-		j := stuck.TryNext()
+		j := stuck.take()
 		if j.rgb != nil {
 			held++
 		}
@@ -165,7 +165,7 @@ func TestFramesWaitingInEveryQueueDoNotKeepTheirPixels(t *testing.T) {
 	// and finishes once.
 	for i, in := range ins {
 		for _, q := range []*Queue{slow, stuck} {
-			j := q.TryNext()
+			j := q.take()
 			px, err := j.Pixels()
 			if err != nil || px[0] != byte(i+1) {
 				t.Fatalf("frame %d pixels %v, %v", i+1, px, err)
@@ -197,11 +197,11 @@ func TestAFrameThatCannotBeReadAgainWaitsForRoom(t *testing.T) {
 	delivered := make(chan error, 1)
 	third := newInput(3, false)
 	go func() { delivered <- s.Deliver(context.Background(), third.f) }()
-	q.TryNext().Done(nil)
+	q.take().Done(nil)
 	if err := <-delivered; err != nil {
 		t.Fatal(err)
 	}
-	if j := q.TryNext(); j == nil || j.Frame.Seq != 3 {
+	if j := q.take(); j == nil || j.Frame.Seq != 3 {
 		t.Fatalf("got %+v, want frame 3", j)
 	}
 }
@@ -216,7 +216,7 @@ func TestALiveFrameReplacesTheOneWaitingAndCountsIt(t *testing.T) {
 	if err := first.finished(t); !errors.Is(err, errSkipped) {
 		t.Fatalf("replaced frame finished with %v", err)
 	}
-	if j := q.TryNext(); j.Frame.Seq != 2 || q.TryNext() != nil {
+	if j := q.take(); j.Frame.Seq != 2 || q.take() != nil {
 		t.Fatal("the newest live frame is not the one waiting")
 	}
 	if _, _, skipped := s.Stats(); skipped != 1 || q.Skipped() != 1 {
@@ -261,7 +261,7 @@ func TestSinkWaitReturnsOnceEveryFrameHandedOverIsFinished(t *testing.T) {
 		t.Fatal("Wait returned with a frame in a queue")
 	case <-time.After(50 * time.Millisecond):
 	}
-	q.TryNext().Done(nil)
+	q.take().Done(nil)
 	select {
 	case <-waited:
 	case <-time.After(5 * time.Second):

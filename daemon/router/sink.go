@@ -11,6 +11,8 @@ import (
 	"github.com/edgeinfer/edgeinfer/sensors"
 )
 
+var _ sensors.Sink = (*Sink)(nil)
+
 // Reporter publishes what a sensor reports (bad inputs, events).
 type Reporter interface {
 	BadInput(sensor, source string, err error)
@@ -62,6 +64,7 @@ func (s *Sink) Deliver(ctx context.Context, f *sensors.Frame) error {
 	s.frames.Add(1)
 	s.inflight.Add(1)
 	t := newTracker(f, len(s.queues), s.inflight.Done)
+	defer t.letGo()
 	now := time.Now()
 	for i, q := range s.queues {
 		if err := q.push(ctx, &Job{Frame: f, Enqueued: now, track: t}); err != nil {
@@ -70,11 +73,9 @@ func (s *Sink) Deliver(ctx context.Context, f *sensors.Frame) error {
 			for range s.queues[i:] {
 				t.done(ErrStopping)
 			}
-			t.letGo()
 			return err
 		}
 	}
-	t.letGo()
 	return nil
 }
 

@@ -79,14 +79,7 @@ func checkModels(cfg *config.Config, load bool) int {
 	for _, w := range cfg.Warnings {
 		fmt.Println("warning:", w)
 	}
-	byModel := map[string]map[string]json.RawMessage{}
-	for name, p := range cfg.Pipelines {
-		if byModel[p.Model] == nil {
-			byModel[p.Model] = map[string]json.RawMessage{}
-		}
-		opts, _ := json.Marshal(p.Options)
-		byModel[p.Model][name] = opts
-	}
+	byModel := cfg.ModelPipelines()
 	bad := 0
 	for _, model := range slices.Sorted(maps.Keys(byModel)) {
 		pipelines := byModel[model]
