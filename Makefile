@@ -24,7 +24,7 @@ export CGO_ENABLED := 1
 # TensorFlow's C++ logging: errors only, so test and benchmark output stays readable.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: build deps sysdeps models models-full test test-go test-race test-py bench bench-tf bench-plugin bench-e2e run watch proto clean
+.PHONY: build deps sysdeps models models-full test test-go test-race test-py bench bench-tf bench-plugin bench-e2e bench-reload run watch proto clean
 
 ## deps: the venv with pinned Python packages and the TensorFlow pkg-config file (idempotent).
 deps: $(PC)
@@ -84,7 +84,15 @@ tfmodels/testdata/.fixtures: $(VENV)/.installed tfmodels/testdata/make_fixtures.
 	touch $@
 
 ## bench: every benchmark.
-bench: bench-tf bench-plugin bench-e2e
+bench: bench-tf bench-plugin bench-e2e bench-reload
+
+## bench-reload: latency during 100 version swaps, memory of shared processes
+## and waiting inputs, 200 swaps without leaks (the hot-reload end-to-end
+## tests, which log these figures; run on an otherwise idle machine).
+bench-reload: sysdeps build models
+	EDGEINFER_MODELS=$(CURDIR)/$(MODELS) go test -count=1 -p 1 -timeout 30m -v \
+	  -run 'TestHotReload100Swaps|TestOpsTwoPipelinesOnOneModel|TestOpsBrokenModelDoesNotStall|TestOps200ReloadCycles' ./daemon/e2e/ \
+	  | grep -v level=DEBUG | grep -E '^(=== RUN|--- |ok|FAIL)|p99|p50|RSS|resident|rss|fds|shm|swaps|queued'
 
 ## bench-plugin: the daemon -> plugin -> daemon round trip of a 640x480 frame, no inference.
 bench-plugin: deps
