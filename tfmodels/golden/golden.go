@@ -115,13 +115,16 @@ func Check(dir string) (Report, error) {
 // Verify feeds the golden inputs of the version in dir (golden/input_<key>.npy)
 // to m, already loaded from dir, through the signature man names, and
 // compares every output with golden/output_<key>.npy within tol (0 means
-// Tolerance). A version without golden/ gives a Report with Samples 0 and
-// no error. An error means the comparison could not be made; a mismatch is
-// in the Report (Report.Err).
+// Tolerance), or within the manifest's validation.tolerance where that is
+// larger. A model with a fixed input batch (input.batch) is fed the samples
+// that many at a time. A version without golden/ gives a Report with Samples
+// 0 and no error. An error means the comparison could not be made; a
+// mismatch is in the Report (Report.Err).
 func Verify(dir string, m *tfmodels.Model, man manifest.Manifest, tol float64) (Report, error) {
 	if tol == 0 {
 		tol = Tolerance
 	}
+	tol = math.Max(tol, man.Validation.Tolerance)
 	rep := Report{Dir: dir, Tolerance: tol}
 	if _, err := os.Stat(filepath.Join(dir, "golden")); errors.Is(err, fs.ErrNotExist) {
 		return rep, nil
@@ -135,7 +138,7 @@ func Verify(dir string, m *tfmodels.Model, man manifest.Manifest, tol float64) (
 	if in, ok := sig.Input(man.Input.Key); !ok || in.DType.String() != man.Input.DType {
 		return rep, fmt.Errorf("%s: edgeinfer.toml input %q (%s) is not among the signature's inputs %v", dir, man.Input.Key, man.Input.DType, sig.Inputs)
 	}
-	inputs := map[string]*tfmodels.Tensor{}
+	arrays := map[string]*npy.Array{}
 	samples := 0
 	for _, info := range sig.Inputs {
 		a, err := npy.Read(filepath.Join(dir, "golden", "input_"+info.Key+".npy"))
@@ -148,42 +151,99 @@ func Verify(dir string, m *tfmodels.Model, man manifest.Manifest, tol float64) (
 				samples = int(a.Shape[0])
 			}
 		}
-		t, err := tfmodels.FromNpy(a)
-		if err != nil {
+		arrays[info.Key] = a
+	}
+	chunk := samples
+	if man.Input.Batch > 0 && man.Input.Batch < samples {
+		if samples%man.Input.Batch != 0 {
+			return rep, fmt.Errorf("%s: golden input holds %d samples, not a multiple of input.batch %d", dir, samples, man.Input.Batch)
+		}
+		chunk = man.Input.Batch
+	}
+	outputs := map[string]*Output{}
+	for from := 0; from < samples || from == 0; from += chunk {
+		if err := verifyRows(dir, m, man, arrays, from, chunk, samples, outputs); err != nil {
 			return rep, err
 		}
-		defer t.Close()
-		inputs[info.Key] = t
+		if chunk == 0 {
+			break
+		}
+	}
+	keys := make([]string, 0, len(outputs))
+	for k := range outputs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		o := outputs[k]
+		o.Tolerance = tol
+		rep.Outputs = append(rep.Outputs, *o)
+	}
+	rep.Samples = samples
+	return rep, nil
+}
+
+// verifyRows runs golden rows [from, from+n) (every row when the inputs
+// hold samples rows and n == samples) and folds the outputs' differences
+// into outputs.
+func verifyRows(dir string, m *tfmodels.Model, man manifest.Manifest, arrays map[string]*npy.Array, from, n, samples int, outputs map[string]*Output) error {
+	inputs := map[string]*tfmodels.Tensor{}
+	defer func() {
+		for _, t := range inputs {
+			t.Close()
+		}
+	}()
+	for k, a := range arrays {
+		if n != samples {
+			var err error
+			if a, err = a.Rows(from, n); err != nil {
+				return fmt.Errorf("%s: golden input %q: %w", dir, k, err)
+			}
+		}
+		t, err := tfmodels.FromNpy(a)
+		if err != nil {
+			return err
+		}
+		inputs[k] = t
 	}
 	outs, err := m.Run(man.Signature, inputs)
 	if err != nil {
-		return rep, err
+		return err
 	}
 	defer func() {
 		for _, t := range outs {
 			t.Close()
 		}
 	}()
-	keys := make([]string, 0, len(outs))
-	for k := range outs {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for k, got := range outs {
 		want, err := npy.Read(filepath.Join(dir, "golden", "output_"+k+".npy"))
 		if err != nil {
-			return rep, err
+			return err
 		}
-		o := Output{Key: k, Shape: outs[k].Shape(), Tolerance: tol}
-		if !slices.Equal(o.Shape, want.Shape) {
-			o.ShapeDiffer, o.MaxAbsDiff = true, math.Inf(1)
-		} else if o.MaxAbsDiff, err = maxAbsDiff(outs[k], want); err != nil {
-			return rep, fmt.Errorf("%s: output %q: %w", dir, k, err)
+		o := outputs[k]
+		if o == nil {
+			o = &Output{Key: k, Shape: want.Shape}
+			outputs[k] = o
 		}
-		rep.Outputs = append(rep.Outputs, o)
+		if n != samples {
+			if want, err = want.Rows(from, n); err != nil {
+				return fmt.Errorf("%s: golden output %q: %w", dir, k, err)
+			}
+		}
+		if o.ShapeDiffer {
+			continue
+		}
+		if !slices.Equal(got.Shape(), want.Shape) {
+			o.Shape, o.ShapeDiffer, o.MaxAbsDiff = got.Shape(), true, math.Inf(1)
+			continue
+		}
+		d, err := maxAbsDiff(got, want)
+		if err != nil {
+			return fmt.Errorf("%s: output %q: %w", dir, k, err)
+		}
+		o.MaxAbsDiff = math.Max(o.MaxAbsDiff, d)
 	}
-	rep.Samples = samples
-	return rep, nil
+	return nil
 }
 
 // refTensor and refSignature mirror golden/signatures.json.

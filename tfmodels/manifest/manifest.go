@@ -29,20 +29,41 @@ const (
 	TaskEmbed      = "embed"
 	TaskSiamese    = "siamese"
 	TaskVideo      = "video"
+	// TaskRaw is an imported model no task plugin serves yet: tfmodels
+	// loads and checks it, the daemon has no plugin for it.
+	TaskRaw = "raw"
 )
 
 // Tasks lists every task in the order the README gives them.
-var Tasks = []string{TaskClassify, TaskDetectYOLO, TaskDetectRCNN, TaskSegment, TaskEmbed, TaskSiamese, TaskVideo}
+var Tasks = []string{TaskClassify, TaskDetectYOLO, TaskDetectRCNN, TaskSegment, TaskEmbed, TaskSiamese, TaskVideo, TaskRaw}
 
 // Manifest is the content of edgeinfer.toml.
 type Manifest struct {
-	Task         string   `toml:"task"`         // one of Tasks
-	Architecture string   `toml:"architecture"` // free text
-	Variant      string   `toml:"variant"`      // tiny | full
-	Signature    string   `toml:"signature"`    // SavedModel signature key
-	Labels       []string `toml:"labels"`       // class names, index = class id
-	Input        Input    `toml:"input"`
-	Output       Output   `toml:"output"`
+	Task         string     `toml:"task"`         // one of Tasks
+	Architecture string     `toml:"architecture"` // free text
+	Variant      string     `toml:"variant"`      // tiny | full
+	Signature    string     `toml:"signature"`    // SavedModel signature key
+	Labels       []string   `toml:"labels"`       // class names, index = class id
+	Input        Input      `toml:"input"`
+	Output       Output     `toml:"output"`
+	Validation   Validation `toml:"validation"`
+	Source       Source     `toml:"source"`
+}
+
+// Validation says how closely the version must reproduce its golden
+// samples. An imported model's samples are its original runtime's outputs
+// (TF.js, Keras), which TensorFlow reproduces only to within rounding.
+type Validation struct {
+	// Tolerance is the largest absolute difference accepted; 0: the
+	// caller's. Where both are given the larger holds.
+	Tolerance float64 `toml:"tolerance"`
+}
+
+// Source records where an imported version came from (edgeinfer-import).
+type Source struct {
+	Format  string `toml:"format"`  // savedmodel | keras | graphdef | tfjs
+	File    string `toml:"file"`    // the file or folder imported
+	Runtime string `toml:"runtime"` // the runtime the golden outputs came from
 }
 
 // Input says how a frame becomes the model's input tensor.
@@ -57,6 +78,7 @@ type Input struct {
 	Scale    float64   `toml:"scale"`    // model value = (pixel * scale - mean[c]) / std[c]
 	Mean     []float64 `toml:"mean"`     // one per channel
 	Std      []float64 `toml:"std"`      // one per channel
+	Batch    int       `toml:"batch"`    // fixed batch size of the input; 0: any
 
 	PairKey    string `toml:"pair_key"`    // siamese: the second image of the pair
 	Frames     int    `toml:"frames"`      // video: clip length N
@@ -143,6 +165,9 @@ func (m Manifest) Validate() error {
 			bad("labels[%d] is empty", i)
 		}
 	}
+	if !(m.Validation.Tolerance >= 0) || math.IsInf(m.Validation.Tolerance, 0) {
+		bad("validation.tolerance must be >= 0, got %g", m.Validation.Tolerance)
+	}
 	errs = append(errs, m.Input.validate(m.Task)...)
 	errs = append(errs, m.Output.validate(m.Task)...)
 	return errors.Join(errs...)
@@ -154,6 +179,9 @@ func (in Input) validate(task string) []error {
 
 	if in.Key == "" {
 		bad("input.key is required")
+	}
+	if in.Batch < 0 {
+		bad("input.batch must be >= 0 (0: any), got %d", in.Batch)
 	}
 	if in.Height < 0 {
 		bad("input.height must be >= 0 (0: any size), got %d", in.Height)

@@ -142,3 +142,16 @@ func (a *Array) Uint8s() ([]uint8, error) {
 	}
 	return a.Data, nil
 }
+
+// Rows returns rows [from, from+n) of the first dimension, sharing a's data.
+func (a *Array) Rows(from, n int) (*Array, error) {
+	if len(a.Shape) == 0 || from < 0 || n < 0 || int64(from+n) > a.Shape[0] {
+		return nil, fmt.Errorf("rows %d..%d of an array of shape %v", from, from+n, a.Shape)
+	}
+	row := a.ItemSize()
+	for _, d := range a.Shape[1:] {
+		row *= int(d)
+	}
+	shape := append([]int64{int64(n)}, a.Shape[1:]...)
+	return &Array{Descr: a.Descr, Shape: shape, Data: a.Data[from*row : (from+n)*row]}, nil
+}

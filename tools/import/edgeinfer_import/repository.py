@@ -1,0 +1,174 @@
+"""Writing an imported version into the repository: a staging folder beside
+the versions (a dot name the daemon ignores), the SavedModel, edgeinfer.toml,
+the validation samples, the Go check, and the rename that publishes it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+
+import numpy as np
+
+from .errors import ImportFailed
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+from tfmodels.zoo.common import signatures_of, to_toml  # noqa: E402
+
+ROOT = sys.path[0]
+
+
+def next_version(repo: str, name: str, version: int | None) -> int:
+    if not name or name.startswith(".") or "/" in name:
+        raise ImportFailed(f"--name {name!r}: want a folder name (no '/', not starting with '.')")
+    d = os.path.join(repo, name)
+    have = [int(v) for v in os.listdir(d) if v.isdigit()] if os.path.isdir(d) else []
+    if version is None:
+        return max(have, default=0) + 1
+    if version <= 0:
+        raise ImportFailed(f"--version {version}: versions are positive integers")
+    if version in have:
+        raise ImportFailed(f"{os.path.join(d, str(version))} exists; give another --version (versions are not overwritten)")
+    return version
+
+
+class Staging:
+    """A context manager: the version is built in <repo>/<name>/.<version>.import;
+    commit() renames it into place. Leaving the block without commit (an
+    error) removes it, and <repo>/<name> too when the import made it."""
+
+    def __init__(self, repo: str, name: str, version: int):
+        self.model = os.path.join(repo, name)
+        self.final = os.path.join(self.model, str(version))
+        self.tmp = os.path.join(self.model, f".{version}.import")
+        self.made_model = False
+        self.done = False
+
+    def __enter__(self) -> "Staging":
+        self.made_model = not os.path.isdir(self.model)
+        os.makedirs(self.model, exist_ok=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return self
+
+    def __fspath__(self) -> str:
+        return self.tmp
+
+    def commit(self) -> str:
+        os.rename(self.tmp, self.final)
+        self.done = True
+        return self.final
+
+    def __exit__(self, *exc) -> None:
+        if not self.done:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            if self.made_model and not os.listdir(self.model):
+                os.rmdir(self.model)
+
+
+def save(src, tmp: Staging, signature: str) -> None:
+    from . import graph
+    graph.save_graph(src.gd, {k: t.name for k, t in src.inputs.items()},
+                     {k: t.name for k, t in src.outputs.items()}, os.fspath(tmp), signature)
+
+
+def run_saved(tmp: Staging, signature: str, feeds: dict) -> dict:
+    """The written SavedModel as Python TensorFlow runs it."""
+    import tensorflow as tf
+    from .formats import Tensor, _by_batch
+    fn = tf.saved_model.load(os.fspath(tmp)).signatures[signature]
+    specs = fn.structured_input_signature[1]
+    ins = {k: Tensor(s.name, [-1 if d is None else d for d in s.shape.as_list()], s.dtype) for k, s in specs.items()}
+
+    def run(f):
+        return {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in f.items()}).items()}
+    return _by_batch(run, ins)(feeds)
+
+
+def _set(man: dict, assignment: str) -> None:
+    key, eq, value = assignment.partition("=")
+    if not eq or not key:
+        raise ImportFailed(f"--set {assignment!r}: want KEY=VALUE, e.g. output.label_offset=1")
+    try:
+        v = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        v = value
+    *tables, leaf = key.split(".")
+    d = man
+    for t in tables:
+        d = d.setdefault(t, {})
+    d[leaf] = v
+
+
+def manifest(src, spec, a, tol: float) -> dict:
+    task = a.task
+    out = {}
+    single = next(iter(src.outputs)) if len(src.outputs) == 1 else None
+    set_keys = {s.split("=", 1)[0] for s in a.set}
+    if task in ("classify", "segment", "video") and "output.logits" not in set_keys:
+        if single is None:
+            raise ImportFailed(f"{src.path}: {len(src.outputs)} outputs ({', '.join(src.outputs)}); "
+                               f"say which are the logits: --set output.logits='\"KEY\"'")
+        out["logits"] = single
+        if a.softmax == "auto":
+            node = {n.name: n.op for n in src.gd.node}.get(src.outputs[single].name.split(":")[0])
+            out["softmax"] = node not in ("Softmax", "Sigmoid")
+        else:
+            out["softmax"] = a.softmax == "true"
+    if task == "embed" and "output.embedding" not in set_keys:
+        if single is None:
+            raise ImportFailed(f"{src.path}: {len(src.outputs)} outputs ({', '.join(src.outputs)}); "
+                               f"say which is the embedding: --output KEY=TENSOR once")
+        out["embedding"] = single
+        out["dim"] = int(src.outputs[single].shape[-1])
+    man = {"task": task, "architecture": a.architecture or f"imported {src.format}: {os.path.basename(src.path.rstrip('/'))}",
+           "signature": "serving_default"}
+    if a.labels:
+        try:
+            with open(a.labels) as f:
+                man["labels"] = [l.strip() for l in f if l.strip()]
+        except OSError as e:
+            raise ImportFailed(f"--labels {a.labels}: {e.strerror}")
+    man["input"] = {"key": spec.key, "height": spec.height, "width": spec.width, "channels": spec.channels,
+                    "layout": "NHWC", "dtype": "float32", "resize": a.resize, "scale": spec.scale,
+                    "mean": spec.mean, "std": spec.std}
+    if spec.batch:
+        man["input"]["batch"] = spec.batch
+    man["output"] = out
+    man["validation"] = {"tolerance": tol}
+    man["source"] = {"format": src.format, "file": os.path.basename(src.path.rstrip("/")), "runtime": src.runtime}
+    for s in a.set:
+        _set(man, s)
+    return man
+
+
+def write(tmp: Staging, man: dict, feeds: dict, ref: dict, record: dict) -> None:
+    d = os.fspath(tmp)
+    toml = to_toml({k: v for k, v in man.items() if v != {}})
+    with open(os.path.join(d, "edgeinfer.toml"), "w") as f:
+        f.write(toml.replace("Written by tfmodels/zoo/export.py", "Written by edgeinfer-import"))
+    g = os.path.join(d, "golden")
+    os.makedirs(g, exist_ok=True)
+    for k, v in feeds.items():
+        np.save(os.path.join(g, f"input_{k}.npy"), np.ascontiguousarray(v))
+    for k, v in ref.items():
+        np.save(os.path.join(g, f"output_{k}.npy"), np.ascontiguousarray(v.astype(np.float32) if v.dtype == np.float64 else v))
+    with open(os.path.join(g, "signatures.json"), "w") as f:
+        json.dump(signatures_of(d), f, indent=1, sort_keys=True)
+    with open(os.path.join(d, "import.json"), "w") as f:
+        json.dump(record, f, indent=1)
+
+
+def go_check(tfmodels: str, tmp: Staging) -> None:
+    """Loads the version through the Go binding (the C API) and reproduces its samples."""
+    d = os.fspath(tmp)
+    cmd = [tfmodels, "check", d] if os.access(tfmodels, os.X_OK) else ["go", "run", "./tfmodels/cmd/tfmodels", "check", os.path.abspath(d)]
+    env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(ROOT, "build", "pkgconfig"), CGO_ENABLED="1",
+               TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    except OSError as e:
+        raise ImportFailed(f"{cmd[0]}: {e.strerror} (make build writes bin/tfmodels)")
+    if r.returncode != 0:
+        raise ImportFailed(f"the C API cannot serve the import ({' '.join(cmd[:2])}): {(r.stdout + r.stderr).strip()[-2000:]}")
