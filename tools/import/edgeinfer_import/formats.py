@@ -80,9 +80,14 @@ def _graph_tensors(gd: graph_pb2.GraphDef, names: dict[str, str]) -> dict[str, T
     return out
 
 
+def fixed_batch(inputs: dict[str, Tensor]) -> bool:
+    """Whether the inputs take exactly one sample at a time."""
+    return any(t.shape and t.shape[0] == 1 for t in inputs.values())
+
+
 def _by_batch(run: Callable[[dict], dict], inputs: dict[str, Tensor]) -> Callable[[dict], dict]:
     """Runs a model whose inputs have a fixed batch of 1 one sample at a time."""
-    if not any(t.shape and t.shape[0] == 1 for t in inputs.values()):
+    if not fixed_batch(inputs):
         return run
 
     def each(feeds: dict) -> dict:
@@ -105,8 +110,8 @@ def from_graph(gd: graph_pb2.GraphDef, path: str, inputs: list[str], outputs: li
     tin, tout = _graph_tensors(gd, ins), _graph_tensors(gd, outs)
 
     def run(feeds):
-        return graph.run_graph(gd, {ins[k]: v for k, v in feeds.items()}, outs)
-    return Source(fmt, path, gd, tin, tout, f"TensorFlow {tf.__version__} (TF1 graph session)", _by_batch(run, tin))
+        return graph.run_graph(gd, {ins[k]: v for k, v in feeds.items()}, outs, rows=fixed_batch(tin))
+    return Source(fmt, path, gd, tin, tout, f"TensorFlow {tf.__version__} (TF1 graph session)", run)
 
 
 def read_graphdef(path: str, inputs: list[str], outputs: list[str]) -> Source:
@@ -218,9 +223,9 @@ def read_tfjs(path: str, inputs: list[str], outputs: list[str]) -> Source:
     with open(os.path.join(TFJSREF, "package.json")) as f:
         version = json.load(f)["dependencies"]["@tensorflow/tfjs-core"]
     src.runtime = f"TF.js {version} (Node, cpu backend)"
-    src.run = _by_batch(lambda feeds: _node_run(model_json, "cpu", ins, outs, feeds), src.inputs)
-    src.second = (f"TF.js {version} (Node, wasm backend)",
-                  _by_batch(lambda feeds: _node_run(model_json, "wasm", ins, outs, feeds), src.inputs))
+    # run.mjs feeds a fixed-batch model one row at a time itself.
+    src.run = lambda feeds: _node_run(model_json, "cpu", ins, outs, feeds)
+    src.second = (f"TF.js {version} (Node, wasm backend)", lambda feeds: _node_run(model_json, "wasm", ins, outs, feeds))
     return src
 
 

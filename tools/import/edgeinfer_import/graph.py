@@ -65,14 +65,20 @@ def sinks(gd: graph_pb2.GraphDef) -> list[str]:
     return [n.name for n in gd.node if n.name not in used and n.op not in ("Const", "NoOp", "Placeholder")]
 
 
-def run_graph(gd: graph_pb2.GraphDef, feeds: dict[str, np.ndarray], fetches: dict[str, str]) -> dict[str, np.ndarray]:
-    """Runs gd in a TF1 session: feeds and fetches are keyed tensor names."""
+def run_graph(gd: graph_pb2.GraphDef, feeds: dict[str, np.ndarray], fetches: dict[str, str], rows: bool = False) -> dict[str, np.ndarray]:
+    """Runs gd in a TF1 session: feeds are keyed by tensor name, fetches map
+    keys to tensor names. rows: feed one row of the batch at a time (a model
+    with a fixed batch of 1) and concatenate the outputs."""
     with tf.Graph().as_default() as g:
         tf.graph_util.import_graph_def(gd, name="")
+        fetch = {k: g.get_tensor_by_name(tensor_name(t)) for k, t in fetches.items()}
+        feed = {g.get_tensor_by_name(tensor_name(t)): v for t, v in feeds.items()}
         with tf.compat.v1.Session(graph=g) as sess:
-            out = sess.run({k: g.get_tensor_by_name(tensor_name(t)) for k, t in fetches.items()},
-                           {g.get_tensor_by_name(tensor_name(t)): v for t, v in feeds.items()})
-    return {k: np.asarray(v) for k, v in out.items()}
+            if not rows:
+                return {k: np.asarray(v) for k, v in sess.run(fetch, feed).items()}
+            n = len(next(iter(feed.values())))
+            outs = [sess.run(fetch, {t: v[i:i + 1] for t, v in feed.items()}) for i in range(n)]
+    return {k: np.concatenate([o[k] for o in outs]) for k in fetch}
 
 
 def save_graph(gd: graph_pb2.GraphDef, inputs: dict[str, str], outputs: dict[str, str], out_dir: str, signature: str) -> None:

@@ -101,6 +101,22 @@ def _set(man: dict, assignment: str) -> None:
     d[leaf] = v
 
 
+def final_op(gd, tensor: str) -> str:
+    """The op that makes tensor, looking through Identity nodes."""
+    nodes = {n.name: n for n in gd.node}
+    n = nodes.get(tensor.split(":")[0])
+    while n is not None and n.op == "Identity" and n.input:
+        n = nodes.get(n.input[0].split(":")[0].lstrip("^"))
+    return n.op if n is not None else ""
+
+
+def source_file(path: str) -> str:
+    """The imported file as the manifest names it: model.json with its folder."""
+    path = path.rstrip("/")
+    base = os.path.basename(path)
+    return os.path.join(os.path.basename(os.path.dirname(path)), base) if base == "model.json" else base
+
+
 def manifest(src, spec, a, tol: float) -> dict:
     task = a.task
     out = {}
@@ -112,8 +128,7 @@ def manifest(src, spec, a, tol: float) -> dict:
                                f"say which are the logits: --set output.logits='\"KEY\"'")
         out["logits"] = single
         if a.softmax == "auto":
-            node = {n.name: n.op for n in src.gd.node}.get(src.outputs[single].name.split(":")[0])
-            out["softmax"] = node not in ("Softmax", "Sigmoid")
+            out["softmax"] = final_op(src.gd, src.outputs[single].name) not in ("Softmax", "Sigmoid")
         else:
             out["softmax"] = a.softmax == "true"
     if task == "embed" and "output.embedding" not in set_keys:
@@ -122,7 +137,7 @@ def manifest(src, spec, a, tol: float) -> dict:
                                f"say which is the embedding: --output KEY=TENSOR once")
         out["embedding"] = single
         out["dim"] = int(src.outputs[single].shape[-1])
-    man = {"task": task, "architecture": a.architecture or f"imported {src.format}: {os.path.basename(src.path.rstrip('/'))}",
+    man = {"task": task, "architecture": a.architecture or f"imported {src.format}: {source_file(src.path)}",
            "signature": "serving_default"}
     if a.labels:
         try:
@@ -137,7 +152,7 @@ def manifest(src, spec, a, tol: float) -> dict:
         man["input"]["batch"] = spec.batch
     man["output"] = out
     man["validation"] = {"tolerance": tol}
-    man["source"] = {"format": src.format, "file": os.path.basename(src.path.rstrip("/")), "runtime": src.runtime}
+    man["source"] = {"format": src.format, "file": source_file(src.path), "runtime": src.runtime}
     for s in a.set:
         _set(man, s)
     return man

@@ -219,6 +219,9 @@ async function main() {
     model = await tfconv.loadGraphModel(fileHandler(modelPath));
   } catch (e) { die(`${modelPath}: cannot load graph model: ${e.message}`); }
 
+  // A model whose input batch is fixed at 1 is fed a larger batch one row
+  // at a time, and its outputs are concatenated.
+  let rows = 0;
   const feed = {};
   const known = new Set(model.inputs.map((t) => t.name));
   for (const [key, arr] of Object.entries(inputs)) {
@@ -228,8 +231,10 @@ async function main() {
     }
     const spec = model.inputs.find((t) => t.name === key || t.name === bare);
     if (spec && spec.shape) {
+      if (spec.shape[0] === 1 && arr.shape[0] > 1) rows = arr.shape[0];
       const bad = spec.shape.length !== arr.shape.length
-        || spec.shape.some((d, i) => d != null && d !== -1 && d !== arr.shape[i]);
+        || spec.shape.some((d, i) => i > 0 && d != null && d !== -1 && d !== arr.shape[i])
+        || (spec.shape[0] != null && spec.shape[0] !== -1 && spec.shape[0] !== 1 && spec.shape[0] !== arr.shape[0]);
       if (bad) die(`${inputFiles[key]}: shape [${arr.shape}] does not fit input '${key}' of shape [${spec.shape.map((d) => (d == null || d === -1 ? '?' : d))}]`);
     }
     if (spec && spec.dtype && spec.dtype !== arr.dtype) {
@@ -239,11 +244,24 @@ async function main() {
   }
 
   const names = args.outputs.map(([, t]) => t);
+  const run = (f) => {
+    try {
+      const r = model.execute(f, names);
+      return Array.isArray(r) ? r : [r];
+    } catch (e) { return die(`${modelPath}: execute failed for outputs [${names.join(', ')}]: ${e.message}`); }
+  };
   let results;
-  try {
-    results = model.execute(feed, names);
-  } catch (e) { die(`${modelPath}: execute failed for outputs [${names.join(', ')}]: ${e.message}`); }
-  if (!Array.isArray(results)) results = [results];
+  if (rows > 0) {
+    const per = [];
+    for (let i = 0; i < rows; i++) {
+      const f = {};
+      for (const [k, t] of Object.entries(feed)) f[k] = tf.slice(t, [i], [1]);
+      per.push(run(f));
+    }
+    results = names.map((_, j) => tf.concat(per.map((r) => r[j]), 0));
+  } else {
+    results = run(feed);
+  }
 
   fs.mkdirSync(args.out, { recursive: true });
   const shapes = {};
