@@ -24,7 +24,7 @@ export CGO_ENABLED := 1
 # TensorFlow's C++ logging: errors only, so test and benchmark output stays readable.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: build deps sysdeps models models-full test test-go test-race test-py bench bench-tf bench-plugin bench-e2e bench-reload run watch proto clean
+.PHONY: build deps sysdeps models models-full models-real import-deps run-real test test-go test-race test-py bench bench-tf bench-plugin bench-e2e bench-reload run watch proto clean
 
 ## deps: the venv with pinned Python packages and the TensorFlow pkg-config file (idempotent).
 deps: $(PC)
@@ -66,6 +66,19 @@ $(MODELS)-full/.full: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
 	$(PY) -m tfmodels.zoo.export --variant full --out $(MODELS)-full $(FULL_MODELS)
 	touch $@
 
+## import-deps: the TF.js runtime (Node) that edgeinfer-import checks TF.js models against.
+TFJSREF := tools/import/tfjsref
+import-deps: $(TFJSREF)/node_modules/.package-lock.json
+
+$(TFJSREF)/node_modules/.package-lock.json: $(TFJSREF)/package-lock.json
+	cd $(TFJSREF) && npm ci --no-audit --no-fund --loglevel=error
+
+## models-real: real pretrained models (pinned in scripts/real-models.lock)
+## imported into models-real/ and checked against TF.js on real photos.
+## Cached in ~/.cache/edgeinfer/real-models/ by a hash of what makes them.
+models-real: build import-deps
+	scripts/real-models.sh models-real
+
 ## test: every test, Go and Python.
 test: test-go test-race test-py
 
@@ -75,11 +88,11 @@ RACE_PKGS := ./daemon/ ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./d
 test-race: deps
 	go test -race -count=1 -timeout 10m $(RACE_PKGS)
 
-test-go: sysdeps build models tfmodels/testdata/.fixtures run/inbox
-	EDGEINFER_MODELS=$(CURDIR)/$(MODELS) go test -count=1 -timeout 30m ./...
+test-go: sysdeps build models models-real tfmodels/testdata/.fixtures run/inbox
+	EDGEINFER_MODELS=$(CURDIR)/$(MODELS) EDGEINFER_REAL_MODELS=$(CURDIR)/models-real go test -count=1 -timeout 30m ./...
 
-test-py: deps
-	$(PY) -m pytest -q tfmodels/zoo
+test-py: deps build import-deps
+	$(PY) -m pytest -q tfmodels/zoo tools/import
 
 tfmodels/testdata/.fixtures: $(VENV)/.installed tfmodels/testdata/make_fixtures.py
 	$(PY) tfmodels/testdata/make_fixtures.py tfmodels/testdata/fixtures
@@ -117,6 +130,12 @@ run: build models run/inbox
 
 run/inbox:
 	mkdir -p $@
+
+## run-real: the daemon on config.real.toml: a real facial-expression
+## classifier (imported from TF.js) over the two real face photos.
+run-real: models-real
+	mkdir -p run/faces && cp build/real/photos/faces/*.png run/faces/
+	$(BIN)/edgeinferd -config config.real.toml
 
 ## watch: print what the demo daemon publishes.
 watch:

@@ -276,3 +276,58 @@ func mustNpy(t *testing.T, path string) *npy.Array {
 	}
 	return a
 }
+
+// realModels are what scripts/real-models.sh imports: real pretrained TF.js
+// models, each with golden outputs from TF.js itself on real photos.
+var realModels = map[string]string{"emotion": "classify", "centernet": "raw", "selfie": "segment", "faceres": "embed"}
+
+// Each real model imported from TF.js, loaded through the C API, gives the
+// outputs TF.js gave on the real photos within the tolerance its manifest
+// states (set from the difference between two TF.js backends), and the
+// tolerance is tighter than the outputs' own spread, so it checks something.
+func TestRealModelsImportedFromTFJSMatchTheOriginalOnRealPhotos(t *testing.T) {
+	repo := os.Getenv("EDGEINFER_REAL_MODELS")
+	if repo == "" {
+		t.Fatal("EDGEINFER_REAL_MODELS is not set (make test sets it to models-real, made by make models-real)")
+	}
+	for name, task := range realModels {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(repo, name, "1")
+			rep, err := Check(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			man, err := manifest.Read(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if man.Task != task || man.Source.Format != "tfjs" || man.Validation.Tolerance <= 0 {
+				t.Fatalf("manifest: task %q, source %+v, validation %+v", man.Task, man.Source, man.Validation)
+			}
+			if rep.Samples < 2 || rep.Tolerance != man.Validation.Tolerance {
+				t.Fatalf("%d samples checked within %g; want >= 2 real photos within %g", rep.Samples, rep.Tolerance, man.Validation.Tolerance)
+			}
+			if err := rep.Err(); err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range rep.Outputs {
+				a, err := npy.Read(filepath.Join(dir, "golden", "output_"+o.Key+".npy"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				v, err := a.Float32s()
+				if err != nil {
+					t.Fatal(err)
+				}
+				lo, hi := math.Inf(1), math.Inf(-1)
+				for _, x := range v {
+					lo, hi = math.Min(lo, float64(x)), math.Max(hi, float64(x))
+				}
+				t.Logf("%s: %d real photos, max |C API - TF.js| = %.2g, tolerance %.2g, values in [%.3g, %.3g]", o.Key, rep.Samples, o.MaxAbsDiff, o.Tolerance, lo, hi)
+				if o.Tolerance >= (hi-lo)/10 {
+					t.Fatalf("%s: tolerance %g is not small against the outputs' range %g", o.Key, o.Tolerance, hi-lo)
+				}
+			}
+		})
+	}
+}

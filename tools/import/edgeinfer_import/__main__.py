@@ -103,6 +103,8 @@ def main(argv=None) -> int:
 
 
 def run(a) -> str:
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")  # the TF1 graph API's deprecation notices
     from . import repository, samples
     if a.checksums:
         verify_checksums(a.checksums)
