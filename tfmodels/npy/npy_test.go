@@ -76,3 +76,25 @@ func TestDecodeRejectsBadFiles(t *testing.T) {
 		})
 	}
 }
+
+func TestRowsSlicesTheFirstDimensionAndRefusesRowsPastTheEnd(t *testing.T) {
+	a := &Array{Descr: "<i4", Shape: []int64{3, 2}, Data: []byte{
+		1, 0, 0, 0, 2, 0, 0, 0,
+		3, 0, 0, 0, 4, 0, 0, 0,
+		5, 0, 0, 0, 6, 0, 0, 0,
+	}}
+	r, err := a.Rows(1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := r.Int32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Shape) != 2 || r.Shape[0] != 2 || r.Shape[1] != 2 || len(v) != 4 || v[0] != 3 || v[3] != 6 {
+		t.Fatalf("rows 1..3: shape %v values %v", r.Shape, v)
+	}
+	if _, err := a.Rows(2, 2); err == nil {
+		t.Fatal("rows 2..4 of 3: no error")
+	}
+}
