@@ -86,3 +86,53 @@ func Normalize(x, rgb []float32, in manifest.Input) {
 func luma(r, g, b float32) float32 {
 	return float32(0.299*float64(r) + 0.587*float64(g) + 0.114*float64(b))
 }
+
+// Transform maps model-input pixels back to source-frame pixels: a source
+// point (x, y) is at (x*ScaleX + PadX, y*ScaleY + PadY) in the input.
+type Transform struct {
+	ScaleX, ScaleY float64
+	PadX, PadY     float64
+}
+
+// ToSource maps an input-pixel coordinate back to the source frame.
+func (t Transform) ToSource(x, y float64) (float64, float64) {
+	return (x - t.PadX) / t.ScaleX, (y - t.PadY) / t.ScaleY
+}
+
+// Stretch is the Transform of Resize: each axis scaled on its own.
+func Stretch(w, h, dw, dh int) Transform {
+	return Transform{ScaleX: float64(dw) / float64(w), ScaleY: float64(dh) / float64(h)}
+}
+
+// LetterboxPad is the value of the padding, in pixel units: mid grey, as
+// darknet and most YOLO exports pad.
+const LetterboxPad = 127.5
+
+// LetterboxSize is where the frame goes in a letterboxed dw x dh input: it
+// keeps its aspect ratio, scaled by min(dw/w, dh/h) and rounded to whole
+// pixels (nw x nh), centred with the odd pixel of padding on the right and
+// bottom.
+func LetterboxSize(w, h, dw, dh int) (nw, nh, padX, padY int) {
+	s := min(float64(dw)/float64(w), float64(dh)/float64(h))
+	nw = min(max(int(math.Round(float64(w)*s)), 1), dw)
+	nh = min(max(int(math.Round(float64(h)*s)), 1), dh)
+	return nw, nh, (dw - nw) / 2, (dh - nh) / 2
+}
+
+// Letterbox returns the packed RGB frame (w x h) as float32 RGB values at
+// dw x dh: resized like Resize into the LetterboxSize rectangle, the rest
+// LetterboxPad. The Transform maps input pixels back to the frame. inner
+// is scratch for the resized frame; both slices are returned for reuse.
+func Letterbox(dst, inner []float32, rgb []byte, w, h, dw, dh int) ([]float32, []float32, Transform) {
+	nw, nh, px, py := LetterboxSize(w, h, dw, dh)
+	inner = Resize(inner, rgb, w, h, nw, nh)
+	n := dw * dh * 3
+	dst = slices.Grow(dst[:0], n)[:n]
+	for i := range dst {
+		dst[i] = LetterboxPad
+	}
+	for y := range nh {
+		copy(dst[((py+y)*dw+px)*3:], inner[y*nw*3:(y+1)*nw*3])
+	}
+	return dst, inner, Transform{ScaleX: float64(nw) / float64(w), ScaleY: float64(nh) / float64(h), PadX: float64(px), PadY: float64(py)}
+}

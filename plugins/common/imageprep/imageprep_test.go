@@ -55,3 +55,44 @@ func TestNormalizeGrayIsLuma(t *testing.T) {
 		t.Errorf("RGB (10, 20, 30) normalised to %v, want [2 2 1.5]", x)
 	}
 }
+
+func TestLetterboxKeepsTheAspectRatioPadsGreyAndMapsBack(t *testing.T) {
+	w, h := 64, 32 // wide: padded above and below
+	rgb := make([]byte, w*h*3)
+	for i := range rgb {
+		rgb[i] = byte(i % 251)
+	}
+	dst, _, tr := Letterbox(nil, nil, rgb, w, h, 48, 48)
+	nw, nh, px, py := LetterboxSize(w, h, 48, 48)
+	if nw != 48 || nh != 24 || px != 0 || py != 12 {
+		t.Fatalf("size %dx%d at (%d, %d), want 48x24 at (0, 12)", nw, nh, px, py)
+	}
+	inner := Resize(nil, rgb, w, h, nw, nh)
+	for y := range 48 {
+		for x := range 48 {
+			for c := range 3 {
+				got := dst[(y*48+x)*3+c]
+				want := float32(LetterboxPad)
+				if y >= py && y < py+nh {
+					want = inner[((y-py)*nw+x)*3+c]
+				}
+				if got != want {
+					t.Fatalf("(%d, %d, %d) = %g, want %g", x, y, c, got, want)
+				}
+			}
+		}
+	}
+	// The input's corners of the frame rectangle are the frame's corners.
+	for _, p := range [][4]float64{{0, 12, 0, 0}, {48, 36, 64, 32}, {24, 24, 32, 16}} {
+		if x, y := tr.ToSource(p[0], p[1]); math.Abs(x-p[2]) > 1e-9 || math.Abs(y-p[3]) > 1e-9 {
+			t.Errorf("input (%g, %g) -> (%g, %g), want (%g, %g)", p[0], p[1], x, y, p[2], p[3])
+		}
+	}
+	// A tall frame is padded left and right, the odd pixel on the right.
+	if nw, nh, px, py := LetterboxSize(10, 31, 32, 32); nw != 10 || nh != 32 || px != 11 || py != 0 {
+		t.Errorf("tall: %dx%d at (%d, %d)", nw, nh, px, py)
+	}
+	if tr := Stretch(64, 32, 32, 32); tr.ScaleX != 0.5 || tr.ScaleY != 1 {
+		t.Errorf("stretch: %+v", tr)
+	}
+}
