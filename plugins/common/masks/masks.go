@@ -24,7 +24,7 @@ func Paste(m []float32, mw, mh int, box boxes.Box, w, h int, thr float64) ([]boo
 		return out, 0
 	}
 	x0 := max(int(math.Floor(box.X1-0.5))+1, 0) // first pixel whose centre is >= X1
-	x1 := min(int(math.Ceil(box.X2-0.5)), w)     // pixels with centre < X2
+	x1 := min(int(math.Ceil(box.X2-0.5)), w)    // pixels with centre < X2
 	y0 := max(int(math.Floor(box.Y1-0.5))+1, 0)
 	y1 := min(int(math.Ceil(box.Y2-0.5)), h)
 	set := 0
