@@ -215,7 +215,7 @@ func TestLeNet5ClassifiesTheDigitsTestSplit(t *testing.T) {
 			continue
 		}
 		input, probs := reference(digit)
-		x, _ := tfmodels.Data[float32](c.input)
+		x, _ := tfmodels.Data[float32](c.Input())
 		for j := range input {
 			if x[j] != input[j] {
 				t.Fatalf("digit %d pixel %d: plugin input %v, reference %v (no resize: must be exact)", i, j, x[j], input[j])
@@ -292,7 +292,7 @@ func TestResNet50MatchesTensorFlow(t *testing.T) {
 	c, _ := load(t, dir, "")
 	out := infer(t, c, f)
 
-	x, _ := tfmodels.Data[float32](c.input)
+	x, _ := tfmodels.Data[float32](c.Input())
 	if len(x) != len(wantInput) {
 		t.Fatalf("input has %d values, Python's %d", len(x), len(wantInput))
 	}
@@ -319,8 +319,8 @@ func TestResNet50MatchesTensorFlow(t *testing.T) {
 		if i > 0 && e.Score > out.Top[i-1].Score {
 			t.Errorf("entries not sorted by score: %+v", out.Top)
 		}
-		if e.Label != c.man.Labels[e.Index] {
-			t.Errorf("entry %+v: label of index %d is %q", e, e.Index, c.man.Labels[e.Index])
+		if e.Label != c.Man.Labels[e.Index] {
+			t.Errorf("entry %+v: label of index %d is %q", e, e.Index, c.Man.Labels[e.Index])
 		}
 		if d := math.Abs(float64(e.Score - wantScores[e.Index])); d > 1e-4 {
 			t.Errorf("label %d: score %v, Python %v", e.Index, e.Score, wantScores[e.Index])
@@ -339,7 +339,7 @@ func TestAnySizeModelRunsFramesAtTheirSize(t *testing.T) {
 	c, _ := load(t, modelDir(t, "vgg16_fcn"), `{"top_k": 3}`)
 	for _, s := range []struct{ w, h int }{{80, 48}, {80, 48}, {40, 64}} {
 		out := infer(t, c, noiseFrame(s.w, s.h, 3))
-		if got := c.input.Shape(); got[1] != int64(s.h) || got[2] != int64(s.w) || len(out.Top) != 3 {
+		if got := c.Input().Shape(); got[1] != int64(s.h) || got[2] != int64(s.w) || len(out.Top) != 3 {
 			t.Errorf("%dx%d frame: input shape %v, %d entries", s.w, s.h, got, len(out.Top))
 		}
 	}
@@ -380,8 +380,8 @@ func TestOptions(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("options %s: got %v, want an error containing %q", tc.options, err, tc.want)
 		}
-		if len(c.pipelines) != 1 || c.pipelines[testPipeline] != (options{TopK: 2}) {
-			t.Errorf("options %s: the set changed to %+v", tc.options, c.pipelines)
+		if len(c.Pipelines()) != 1 || c.Pipelines()[testPipeline] != (options{TopK: 2}) {
+			t.Errorf("options %s: the set changed to %+v", tc.options, c.Pipelines())
 		}
 	}
 	for _, tc := range []struct {
@@ -394,7 +394,7 @@ func TestOptions(t *testing.T) {
 		{`{"top_k": 10, "min_score": 0.25}`, options{TopK: 10, MinScore: 0.25}},
 	} {
 		configure(t, c, map[string]string{testPipeline: tc.options})
-		if got := c.pipelines[testPipeline]; got != tc.want {
+		if got := c.Pipelines()[testPipeline]; got != tc.want {
 			t.Errorf("options %q: got %+v, want %+v", tc.options, got, tc.want)
 		}
 	}
@@ -525,7 +525,7 @@ func TestLoadRefusesOtherManifests(t *testing.T) {
 		return dir
 	}
 	for _, tc := range []struct{ name, dir, want string }{
-		{"embed model", modelDir(t, "facenet"), `task is "embed", this plugin serves "classify"`},
+		{"embed model", modelDir(t, "facenet"), `task is "embed", this plugin serves classify`},
 		{"segment model", modelDir(t, "unet"), `task is "segment"`},
 		{"missing dir", filepath.Join(t.TempDir(), "none"), manifest.File},
 		{"invalid manifest", edited("channels = 1", "channels = 2"), "input.channels must be 1 or 3"},

@@ -1,21 +1,29 @@
 """Tests of edgeinfer-import (tools/import/edgeinfer_import), through its real CLI.
 
-    .venv/bin/python -m pytest -q tools/import        # from the repository root
+    .venv/bin/python -m pytest -q tools/import        # from the repository root (or anywhere)
 
 Needs `make build` (bin/tfmodels, bin/edgeinfer-import) and the TF.js reference
 runtime (`cd tools/import/tfjsref && npm ci --no-audit --no-fund`). Every model
 is tiny and written by the tests themselves into pytest's temporary folders:
 nothing is downloaded.
 
-Each import path is checked three ways: (a) the version folder has what the
-repository expects, (b) `bin/tfmodels check` loads it through the Go binding and
-reproduces the golden outputs within 1e-5, and (c) the golden outputs are the
-source's own outputs, computed here independently of the importer (Keras,
+Each import path is checked three ways: (a) the version folder holds what the
+repository expects, (b) `bin/tfmodels check` loads it through the Go binding
+and reproduces the golden outputs within 1e-5, and (c) the golden outputs are
+the source's own outputs, computed here independently of the importer (Keras,
 a TF1 session on the GraphDef, the SavedModel's signature, TF.js in Node).
+
+Speed: each CLI run starts TensorFlow (about 5 s), and there are some thirty of
+them. So every CLI run of the selected tests is a *job*, registered with
+@job(<the tests that read it>) next to those tests, and started when the session
+starts, two at a time (the machine has two cores); a test waits for its job's
+result and makes its assertions in the main thread. A job only writes its
+source files and runs the CLI.
 """
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -24,6 +32,7 @@ import re
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,6 +46,7 @@ CLI = ROOT / "bin" / "edgeinfer-import"
 TFMODELS = ROOT / "bin" / "tfmodels"
 RUN_MJS = HERE / "tfjsref" / "run.mjs"
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+WORKERS = 2
 
 # How far the imported model (through the Go binding) and the golden outputs
 # may be from the source's own runtime.
@@ -52,6 +62,21 @@ def cli(*args, cwd) -> subprocess.CompletedProcess:
 
 
 @dataclasses.dataclass
+class Run:
+    """One CLI run of a job: what it printed, and where it imported to."""
+    proc: subprocess.CompletedProcess
+    repo: Path
+    name: str
+    source: Path
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+def run_import(d: Path, source: Path, *flags, name: str = "m") -> Run:
+    """Imports source into d/repo/<name>, run from d."""
+    return Run(cli("--repo", d / "repo", "--name", name, source, *flags, cwd=d), d / "repo", name, source)
+
+
+@dataclasses.dataclass
 class Imported:
     dir: Path
     inputs: dict  # golden/input_<key>.npy
@@ -60,14 +85,14 @@ class Imported:
     record: dict  # import.json
 
 
-def import_ok(source, repo: Path, name: str, *flags, cwd) -> Imported:
-    """Imports source and checks (a): the version folder holds what the repository expects."""
-    r = cli("--repo", repo, "--name", name, source, *flags, cwd=cwd)
+def imported(run: Run) -> Imported:
+    """The import succeeded, and (a): the version folder holds what the repository expects."""
+    r = run.proc
     assert r.returncode == 0, f"edgeinfer-import failed:\n{r.stderr[-4000:]}"
-    d = repo / name / "1"
+    d = run.repo / run.name / "1"
     assert r.stdout.strip().splitlines()[-1] == str(d)
     # Nothing but the version itself: the staging folder was renamed into place.
-    assert sorted(os.listdir(repo / name)) == ["1"]
+    assert sorted(os.listdir(run.repo / run.name)) == ["1"]
     for f in ("saved_model.pb", "variables/variables.index", "edgeinfer.toml", "import.json"):
         assert (d / f).is_file(), f"{d}: no {f}"
     golden = d / "golden"
@@ -99,7 +124,7 @@ def go_check(imp: Imported) -> dict[str, float]:
         assert [int(s) for s in shape.split()] == list(imp.outputs[key].shape)
         deltas[key] = float(delta)
     assert set(deltas) == set(imp.outputs)
-    assert all(d <= TOL for d in deltas.values()), f"Go binding differs from the source: {deltas}"
+    assert all(d <= TOL for d in deltas.values()), f"the Go binding differs from the source: {deltas}"
     return deltas
 
 
@@ -137,10 +162,11 @@ def tf1_run(gd, feeds: dict[str, np.ndarray], fetches: dict[str, str]) -> dict[s
                             {g.get_tensor_by_name(t): v for t, v in feeds.items()})
 
 
-def expect_failure(repo: Path, name: str, source, *flags, cwd, says: list[str]) -> str:
-    """Runs an import that must be refused: exit 1, one `edgeinfer-import: ...`
-    line naming what is wrong (every part of says), no traceback."""
-    r = cli("--repo", repo, "--name", name, source, *flags, cwd=cwd)
+def refused(run: Run, *says: str) -> str:
+    """The import was refused: exit 1, one `edgeinfer-import: ...` line naming
+    what is wrong (each of says), no traceback; and nothing was left behind:
+    <repo>/<name> does not exist."""
+    r = run.proc
     assert r.returncode == 1, f"exit {r.returncode}; stdout {r.stdout!r}; stderr:\n{r.stderr[-3000:]}"
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     assert r.stdout.strip() == ""
@@ -149,6 +175,7 @@ def expect_failure(repo: Path, name: str, source, *flags, cwd, says: list[str]) 
     assert r.stderr.rstrip().endswith(msgs[0]), "the message is the last thing written"
     for part in says:
         assert part in msgs[0], f"{part!r} not in {msgs[0]!r}"
+    assert_nothing_left(run.repo, run.name)
     return msgs[0]
 
 
@@ -161,20 +188,20 @@ def tree(d: Path) -> dict[str, str]:
     return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="session")
-def labels(tmp_path_factory) -> Path:
-    """Class names for the classify imports (edgeinfer requires labels for classify)."""
-    f = tmp_path_factory.mktemp("labels") / "labels.txt"
-    f.write_text("".join(f"class{i}\n" for i in range(CLASSES)))
-    return f
+# -- the sources made with TensorFlow (in the main thread) -------------------------
+
+@dataclasses.dataclass
+class Sources:
+    labels: Path  # CLASSES class names (edgeinfer requires labels for task classify)
+    keras: dict  # ".keras"/".h5" -> the same tiny Keras model saved both ways
+    pb: Path  # a frozen GraphDef
+    gd: object  # its GraphDef
+    saved_model: Path
 
 
-# -- the tiny Keras model ---------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def keras_files(tmp_path_factory) -> dict[str, Path]:
+def make_keras_files(d: Path) -> dict[str, Path]:
+    """Conv2D + GlobalAveragePooling + Dense(softmax), NHWC [None,8,8,3]."""
     import keras
-    d = tmp_path_factory.mktemp("keras")
     keras.utils.set_random_seed(3)
     m = keras.Sequential([
         keras.Input((SIZE, SIZE, CHANNELS)),
@@ -188,31 +215,8 @@ def keras_files(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
-def keras_outputs(path: Path, x: np.ndarray) -> np.ndarray:
-    import keras
-    model = keras.saving.load_model(path, compile=False)
-    return np.asarray(model(x, training=False))
-
-
-@pytest.mark.parametrize("suffix", [".keras", ".h5"])
-def test_keras_file_imports_and_reproduces_keras_through_go_binding(suffix, keras_files, labels, tmp_path):
-    imp = import_ok(keras_files[suffix], tmp_path / "repo", "k", "--labels", labels, cwd=tmp_path)
-    go_check(imp)
-    [(key, x)] = imp.inputs.items()
-    assert x.shape == (2, SIZE, SIZE, CHANNELS)
-    [(out_key, y)] = imp.outputs.items()
-    assert_close({out_key: y}, {out_key: keras_outputs(keras_files[suffix], x)})
-    assert imp.manifest["source"]["format"] == "keras"
-    # Dense(softmax) ends the graph in Softmax: the plugin must not apply another.
-    assert imp.manifest["output"] == {"logits": out_key, "softmax": False}
-    assert "batch" not in imp.manifest["input"]
-
-
-# -- the tiny frozen GraphDef -----------------------------------------------------
-
-@pytest.fixture(scope="session")
-def frozen_graph(tmp_path_factory):
-    """x [N,8,8,3] -> conv+relu -> feat (mean) -> logits -> probs (softmax)."""
+def make_frozen_graph(path: Path):
+    """x [N,8,8,3] -> conv+relu -> feat (mean) -> logits -> probs (softmax), frozen."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     rng = np.random.default_rng(1)
     w = tf.Variable(rng.normal(0, 0.5, (3, 3, CHANNELS, 4)).astype(np.float32))
@@ -228,44 +232,14 @@ def frozen_graph(tmp_path_factory):
         return tf.nn.softmax(logits, name="probs")
 
     gd = convert_variables_to_constants_v2(f.get_concrete_function()).graph.as_graph_def()
-    names = {n.name for n in gd.node}
-    assert {"x", "feat", "logits", "probs"} <= names
-    path = tmp_path_factory.mktemp("graphdef") / "tiny_frozen.pb"
+    assert {"x", "feat", "logits", "probs"} <= {n.name for n in gd.node}
     path.write_bytes(gd.SerializeToString())
-    return path, gd
+    return gd
 
 
-def test_frozen_graphdef_imports_with_named_input_and_output_and_reproduces_tf1_session(frozen_graph, labels, tmp_path):
-    path, gd = frozen_graph
-    imp = import_ok(path, tmp_path / "repo", "g", "--input", "x=x", "--output", "probs=probs", "--labels", labels,
-                    cwd=tmp_path)
-    go_check(imp)
-    assert list(imp.inputs) == ["x"] and list(imp.outputs) == ["probs"]
-    want = tf1_run(gd, {"x:0": imp.inputs["x"]}, {"probs": "probs:0"})
-    assert_close(imp.outputs, want)
-    assert imp.manifest["source"]["format"] == "graphdef"
-    assert imp.manifest["output"] == {"logits": "probs", "softmax": False}
-
-
-def test_frozen_graphdef_inner_tensor_can_be_chosen_as_output(frozen_graph, labels, tmp_path):
-    path, gd = frozen_graph
-    imp = import_ok(path, tmp_path / "repo", "g", "--input", "x=x", "--output", "scores=logits:0", "--labels", labels,
-                    cwd=tmp_path)
-    go_check(imp)
-    assert list(imp.outputs) == ["scores"]
-    assert imp.outputs["scores"].shape == (2, CLASSES)
-    want = tf1_run(gd, {"x:0": imp.inputs["x"]}, {"scores": "logits:0"})
-    assert_close(imp.outputs, want)
-    # Not the sink: these are logits, not probabilities, so the plugin applies the softmax.
-    assert not np.allclose(imp.outputs["scores"].sum(axis=1), 1.0)
-    assert imp.manifest["output"] == {"logits": "scores", "softmax": True}
-
-
-# -- the tiny TF2 SavedModel ------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def saved_model(tmp_path_factory) -> Path:
-    """serving_default -> {probs, logits, features}; classify -> {scores}."""
+def make_saved_model(d: Path) -> Path:
+    """A TF2 SavedModel of a tf.Module with variables: serving_default ->
+    {probs, logits, features}; classify -> {scores}; input key "image"."""
     rng = np.random.default_rng(2)
     spec = tf.TensorSpec([None, SIZE, SIZE, CHANNELS], tf.float32, name="image")
 
@@ -290,43 +264,175 @@ def saved_model(tmp_path_factory) -> Path:
             return {"scores": tf.nn.softmax(self._net(image)[1] * 2.0)}
 
     m = Tiny()
-    d = tmp_path_factory.mktemp("savedmodel") / "tiny_saved_model"
     tf.saved_model.save(m, str(d), signatures={"serving_default": m.serve.get_concrete_function(),
-                                                "classify": m.classify.get_concrete_function()})
+                                               "classify": m.classify.get_concrete_function()})
     return d
 
+
+def make_sources(d: Path) -> Sources:
+    labels = d / "labels.txt"
+    labels.write_text("".join(f"class{i}\n" for i in range(CLASSES)))
+    pb = d / "tiny_frozen.pb"
+    gd = make_frozen_graph(pb)
+    return Sources(labels, make_keras_files(d), pb, gd, make_saved_model(d / "tiny_saved_model"))
+
+
+# -- jobs: the CLI runs, started two at a time when the session starts ----------------
+
+@dataclasses.dataclass
+class Job:
+    fn: Callable  # (folder, sources or None) -> Run
+    tests: set  # the tests that read its result: it runs only when one of them is selected
+    sources: bool  # whether it needs the TensorFlow-made Sources
+
+
+JOBS: dict[str, Job] = {}
+
+
+def job(*tests: str, sources: bool = False, name: str | None = None):
+    def register(fn):
+        JOBS[name or fn.__name__] = Job(fn, set(tests), sources)
+        return fn
+    return register
+
+
+class Runs:
+    def __init__(self, futures: dict, sources: Sources):
+        self.futures = futures
+        self.sources = sources
+
+    def __call__(self, name: str) -> Run:
+        return self.futures[name].result()
+
+
+@pytest.fixture(scope="session")
+def runs(request, tmp_path_factory):
+    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
+    wanted = {n: j for n, j in JOBS.items() if j.tests & selected}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS)
+    futures = {}
+    try:
+        # The jobs that need no TensorFlow-made source start while the main thread makes those.
+        for n, j in wanted.items():
+            if not j.sources:
+                futures[n] = pool.submit(j.fn, tmp_path_factory.mktemp(n), None)
+        sources = make_sources(tmp_path_factory.mktemp("sources"))
+        for n, j in wanted.items():
+            if j.sources:
+                futures[n] = pool.submit(j.fn, tmp_path_factory.mktemp(n), sources)
+        yield Runs(futures, sources)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def sources(runs) -> Sources:
+    return runs.sources
+
+
+# -- Keras -------------------------------------------------------------------------
+
+def keras_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    import keras
+    model = keras.saving.load_model(path, compile=False)
+    return np.asarray(model(x, training=False))
+
+
+for _suffix in (".keras", ".h5"):
+    job("test_keras_file_imports_and_reproduces_keras_through_go_binding", sources=True, name=f"keras{_suffix}")(
+        lambda d, src, suffix=_suffix: run_import(d, src.keras[suffix], "--labels", src.labels))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_keras_file_imports_and_reproduces_keras_through_go_binding(suffix, runs, sources):
+    imp = imported(runs(f"keras{suffix}"))
+    go_check(imp)
+    [(key, x)] = imp.inputs.items()
+    assert x.shape == (2, SIZE, SIZE, CHANNELS)
+    [(out_key, y)] = imp.outputs.items()
+    assert y.shape == (2, CLASSES)
+    assert_close({out_key: y}, {out_key: keras_outputs(sources.keras[suffix], x)})
+    assert imp.manifest["source"]["format"] == "keras"
+    # Dense(softmax) ends the graph in Softmax: the plugin must not apply another.
+    assert imp.manifest["output"] == {"logits": out_key, "softmax": False}
+    assert "batch" not in imp.manifest["input"]
+
+
+# -- frozen GraphDef ----------------------------------------------------------------
+
+@job("test_frozen_graphdef_imports_with_named_input_and_output_and_reproduces_tf1_session", sources=True)
+def graphdef_probs(d, src):
+    return run_import(d, src.pb, "--input", "x=x", "--output", "probs=probs", "--labels", src.labels)
+
+
+def test_frozen_graphdef_imports_with_named_input_and_output_and_reproduces_tf1_session(runs, sources):
+    imp = imported(runs("graphdef_probs"))
+    go_check(imp)
+    assert list(imp.inputs) == ["x"] and list(imp.outputs) == ["probs"]
+    want = tf1_run(sources.gd, {"x:0": imp.inputs["x"]}, {"probs": "probs:0"})
+    assert_close(imp.outputs, want)
+    assert imp.manifest["source"]["format"] == "graphdef"
+    assert imp.manifest["output"] == {"logits": "probs", "softmax": False}
+
+
+@job("test_frozen_graphdef_inner_tensor_can_be_chosen_as_output", sources=True)
+def graphdef_inner(d, src):
+    return run_import(d, src.pb, "--input", "x=x", "--output", "scores=logits:0", "--labels", src.labels)
+
+
+def test_frozen_graphdef_inner_tensor_can_be_chosen_as_output(runs, sources):
+    imp = imported(runs("graphdef_inner"))
+    go_check(imp)
+    assert list(imp.outputs) == ["scores"]
+    assert imp.outputs["scores"].shape == (2, CLASSES)
+    want = tf1_run(sources.gd, {"x:0": imp.inputs["x"]}, {"scores": "logits:0"})
+    assert_close(imp.outputs, want)
+    # Not the sink: these are logits, not probabilities, so the plugin applies the softmax.
+    assert not np.allclose(imp.outputs["scores"].sum(axis=1), 1.0)
+    assert imp.manifest["output"] == {"logits": "scores", "softmax": True}
+
+
+# -- SavedModel ----------------------------------------------------------------------
 
 def signature_outputs(path: Path, signature: str, x: np.ndarray) -> dict[str, np.ndarray]:
     fn = tf.saved_model.load(str(path)).signatures[signature]
     return {k: v.numpy() for k, v in fn(image=tf.constant(x)).items()}
 
 
-def test_savedmodel_named_signature_imports_and_reproduces_the_signature(saved_model, labels, tmp_path):
-    imp = import_ok(saved_model, tmp_path / "repo", "s", "--signature", "classify", "--labels", labels, cwd=tmp_path)
+@job("test_savedmodel_named_signature_imports_and_reproduces_the_signature", sources=True)
+def savedmodel_signature(d, src):
+    return run_import(d, src.saved_model, "--signature", "classify", "--labels", src.labels)
+
+
+def test_savedmodel_named_signature_imports_and_reproduces_the_signature(runs, sources):
+    imp = imported(runs("savedmodel_signature"))
     go_check(imp)
     assert list(imp.inputs) == ["image"] and list(imp.outputs) == ["scores"]
-    want = signature_outputs(saved_model, "classify", imp.inputs["image"])
-    assert_close(imp.outputs, want)
+    assert_close(imp.outputs, signature_outputs(sources.saved_model, "classify", imp.inputs["image"]))
     assert imp.manifest["source"]["format"] == "savedmodel"
     assert imp.manifest["output"] == {"logits": "scores", "softmax": False}
 
 
-def test_savedmodel_outputs_can_be_chosen_and_renamed(saved_model, labels, tmp_path):
-    imp = import_ok(saved_model, tmp_path / "repo", "s", "--output", "class_probs=probs", "--output", "feats=features",
-                    "--set", "output.logits=class_probs", "--set", "output.softmax=false", "--labels", labels,
-                    cwd=tmp_path)
+@job("test_savedmodel_outputs_can_be_chosen_and_renamed", sources=True)
+def savedmodel_rename(d, src):
+    return run_import(d, src.saved_model, "--output", "class_probs=probs", "--output", "feats=features",
+                      "--set", "output.logits=class_probs", "--set", "output.softmax=false", "--labels", src.labels)
+
+
+def test_savedmodel_outputs_can_be_chosen_and_renamed(runs, sources):
+    imp = imported(runs("savedmodel_rename"))
     go_check(imp)
     # Exactly the chosen outputs, under their new keys; logits is left out.
     assert sorted(imp.outputs) == ["class_probs", "feats"]
-    want = signature_outputs(saved_model, "serving_default", imp.inputs["image"])
+    want = signature_outputs(sources.saved_model, "serving_default", imp.inputs["image"])
     assert_close(imp.outputs, {"class_probs": want["probs"], "feats": want["features"]})
     with open(imp.dir / "golden" / "signatures.json") as f:
         sigs = json.dumps(json.load(f))
-    assert "class_probs" in sigs and "feats" in sigs
+    assert "class_probs" in sigs and "feats" in sigs and "logits" not in sigs
     assert imp.manifest["output"] == {"logits": "class_probs", "softmax": False}
 
 
-# -- tiny TF.js graph models --------------------------------------------------------
+# -- TF.js graph models ----------------------------------------------------------------
 
 def _b64(s: bytes) -> str:
     return base64.b64encode(s).decode()
@@ -352,6 +458,7 @@ def _const(name: str, shape, dtype: str = "DT_FLOAT") -> dict:
 
 
 def _conv_attrs(fused_ops: list[bytes]) -> dict:
+    # No TArgs: the converter leaves it out, and the pinned TensorFlow rejects the node without it.
     return {"T": _type(), "strides": _ints(1, 1, 1, 1), "padding": {"s": _b64(b"SAME")},
             "data_format": {"s": _b64(b"NHWC")}, "dilations": _ints(1, 1, 1, 1),
             "fused_ops": _strs(*fused_ops), "num_args": {"i": "1"}}
@@ -365,7 +472,7 @@ def tfjs_weights(seed: int = 4) -> dict[str, np.ndarray]:
         "dw/weights": rng.normal(0, 2.0, (3, 3, 4, 1)).astype(np.float32),
         "dw/bias": rng.normal(0, 0.5, (4,)).astype(np.float32),
         "gap/axes": np.array([1, 2], np.int32),
-        "fc/weights": rng.normal(0, 1.0, (4, CLASSES)).astype(np.float32),
+        "fc/weights": rng.normal(0, 0.4, (4, CLASSES)).astype(np.float32),
         "fc/bias": rng.normal(-0.5, 1.0, (CLASSES,)).astype(np.float32),
         "prelu/alpha": rng.uniform(0.05, 0.5, (CLASSES,)).astype(np.float32),
     }
@@ -379,17 +486,18 @@ class TfjsModel:
 
 
 def write_tfjs_model(folder: Path, *, batch: int = -1, quantize: dict[str, str] | None = None,
-                     last_op: str = "Softmax", weights: dict[str, np.ndarray] | None = None) -> TfjsModel:
+                     last_op: str = "Softmax") -> TfjsModel:
     """A TF.js graph model as the converter writes it, with the fused ops the
     pinned TensorFlow rejects:
 
         x [batch,8,8,3] -> _FusedConv2D(BiasAdd,Relu) -> FusedDepthwiseConv2dNative(BiasAdd,Relu6)
           -> Mean -> _FusedMatMul(BiasAdd) -> Prelu -> probs (Softmax, or last_op)
 
-    The weights follow one another in two shard files, the cut falling inside
-    a weight. quantize: weight name -> "uint8" (scale/min) or "float16"."""
+    The weights follow one another, little-endian, in two shard files, the cut
+    falling inside a weight. quantize: weight name -> "uint8" (scale/min) or
+    "float16"."""
     folder.mkdir(parents=True, exist_ok=True)
-    weights = weights or tfjs_weights()
+    weights = tfjs_weights()
     quantize = quantize or {}
     nodes = [
         {"name": "x", "op": "Placeholder", "attr": {
@@ -423,7 +531,7 @@ def write_tfjs_model(folder: Path, *, batch: int = -1, quantize: dict[str, str] 
             data.append(v.astype("<i4" if v.dtype == np.int32 else "<f4").tobytes())
         specs.append(spec)
     buf = b"".join(data)
-    cut = len(buf) // 2 + 1  # odd: inside a weight, not on a value boundary
+    cut = len(buf) // 2 + 1  # odd: inside a weight, not even on a value boundary
     shards = [folder / "group1-shard1of2.bin", folder / "group1-shard2of2.bin"]
     shards[0].write_bytes(buf[:cut])
     shards[1].write_bytes(buf[cut:])
@@ -437,101 +545,209 @@ def write_tfjs_model(folder: Path, *, batch: int = -1, quantize: dict[str, str] 
     return TfjsModel(path, shards, weights)
 
 
+def manifest_weights(model: TfjsModel) -> list[dict]:
+    return json.loads(model.json.read_text())["weightsManifest"][0]["weights"]
+
+
+def edit_model_json(model: TfjsModel, edit: Callable[[dict], None]) -> None:
+    j = json.loads(model.json.read_text())
+    edit(j)
+    model.json.write_text(json.dumps(j, indent=1))
+
+
 QUANTIZED = {"conv/weights": "uint8", "dw/weights": "float16", "fc/weights": "uint8", "dw/bias": "uint8",
              "prelu/alpha": "float16"}
 
 
-def check_tfjs_import(model: TfjsModel, imp: Imported, tmp_path: Path) -> dict[str, np.ndarray]:
-    """(b) and (c) for a TF.js import; returns TF.js's own output."""
+def check_tfjs_import(run: Run, tmp_path: Path) -> tuple[Imported, dict]:
+    """(a), (b) and (c) for a TF.js import; returns it and TF.js's own output."""
+    imp = imported(run)
     go_check(imp)
     assert list(imp.inputs) == ["x"] and list(imp.outputs) == ["probs"]
-    want = tfjs_run(model.json, {"x": imp.inputs["x"]}, {"probs": "probs"}, tmp_path / "tfjs-out")
+    want = tfjs_run(run.source, {"x": imp.inputs["x"]}, {"probs": "probs"}, tmp_path / "tfjs-out")
     assert_close(imp.outputs, want)
-    return want
+    return imp, want
+
+
+def saved_graph(imp: Imported):
+    from tensorflow.core.protobuf import saved_model_pb2
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((imp.dir / "saved_model.pb").read_bytes())
+    [mg] = sm.meta_graphs
+    return mg.graph_def
 
 
 def assert_unfused(imp: Imported) -> None:
     """The version holds the plain ops; none of the converter's fused ops is left."""
-    from tensorflow.core.protobuf import saved_model_pb2
-    sm = saved_model_pb2.SavedModel()
-    sm.ParseFromString((imp.dir / "saved_model.pb").read_bytes())
-    ops = {n.op for mg in sm.meta_graphs for n in mg.graph_def.node}
-    ops |= {n.op for mg in sm.meta_graphs for f in mg.graph_def.library.function for n in f.node_def}
+    gd = saved_graph(imp)
+    ops = {n.op for n in gd.node} | {n.op for f in gd.library.function for n in f.node_def}
     assert not ops & {"_FusedConv2D", "FusedDepthwiseConv2dNative", "_FusedMatMul", "Prelu"}, ops
     assert {"Conv2D", "DepthwiseConv2dNative", "MatMul", "BiasAdd", "Relu", "Relu6", "Softmax"} <= ops, ops
 
 
-@pytest.fixture(scope="session")
-def tfjs_float_import(tmp_path_factory, labels):
-    """The float32 TF.js model, imported once (with a matching --checksums file)."""
-    d = tmp_path_factory.mktemp("tfjs-float")
+@job("test_tfjs_graph_model_fused_ops_are_unfused_and_match_tfjs", "test_tfjs_quantized_weights_are_dequantized_and_match_tfjs",
+     "test_manifest_scaffold_for_a_dynamic_batch_model_has_no_batch_and_default_tolerance")
+def tfjs_float(d, _):
+    """The float32 TF.js model, with a --checksums file that matches."""
     model = write_tfjs_model(d / "model")
+    labels = d / "labels.txt"
+    labels.write_text("".join(f"class{i}\n" for i in range(CLASSES)))
     sums = d / "model" / "SHA256SUMS"
     sums.write_text("".join(f"{hashlib.sha256(s.read_bytes()).hexdigest()}  {s.name}\n" for s in model.shards))
-    imp = import_ok(model.json, d / "repo", "tfjs", "--checksums", sums, "--labels", labels, cwd=d)
-    return model, imp
+    return run_import(d, model.json, "--checksums", sums, "--labels", labels, name="tfjs")
 
 
-def test_tfjs_graph_model_fused_ops_are_unfused_and_match_tfjs(tfjs_float_import, tmp_path):
-    model, imp = tfjs_float_import
-    assert len(model.shards) == 2 and all(s.stat().st_size > 0 for s in model.shards)
-    check_tfjs_import(model, imp, tmp_path)
+def test_tfjs_graph_model_fused_ops_are_unfused_and_match_tfjs(runs, tmp_path):
+    run = runs("tfjs_float")
+    shards = sorted(run.source.parent.glob("group1-shard*.bin"))
+    assert len(shards) == 2 and all(s.stat().st_size > 0 for s in shards)
+    imp, _ = check_tfjs_import(run, tmp_path)
     assert_unfused(imp)
     assert imp.manifest["source"]["format"] == "tfjs"
 
 
-def test_tfjs_quantized_weights_are_dequantized_and_match_tfjs(tfjs_float_import, labels, tmp_path):
-    _, float_imp = tfjs_float_import
-    model = write_tfjs_model(tmp_path / "model", quantize=QUANTIZED)
-    manifest = json.loads(model.json.read_text())["weightsManifest"][0]["weights"]
-    assert {w["quantization"]["dtype"] for w in manifest if "quantization" in w} == {"uint8", "float16"}
-    imp = import_ok(model.json, tmp_path / "repo", "q", "--labels", labels, cwd=tmp_path)
-    want = check_tfjs_import(model, imp, tmp_path)
+@job("test_tfjs_quantized_weights_are_dequantized_and_match_tfjs", "test_tfjs_uint8_dequantization_is_bit_identical_to_tfjs")
+def tfjs_quantized(d, _):
+    model = write_tfjs_model(d / "model", quantize=QUANTIZED)
+    labels = d / "labels.txt"
+    labels.write_text("".join(f"class{i}\n" for i in range(CLASSES)))
+    return run_import(d, model.json, "--labels", labels, name="q")
+
+
+def test_tfjs_quantized_weights_are_dequantized_and_match_tfjs(runs, tmp_path):
+    run = runs("tfjs_quantized")
+    specs = json.loads(run.source.read_text())["weightsManifest"][0]["weights"]
+    assert {w["quantization"]["dtype"] for w in specs if "quantization" in w} == {"uint8", "float16"}
+    imp, want = check_tfjs_import(run, tmp_path)
     assert_unfused(imp)
-    # The same weights stored at float32 give visibly different outputs for
-    # the same input: the quantized values, not the originals, were served.
+    # The same weights stored as float32 give visibly different outputs for the
+    # same input: the quantized values, not the originals, were served.
+    float_imp = imported(runs("tfjs_float"))
     np.testing.assert_array_equal(imp.inputs["x"], float_imp.inputs["x"])
-    assert np.max(np.abs(want["probs"] - float_imp.outputs["probs"])) > 1e-4
+    assert np.max(np.abs(want["probs"] - float_imp.outputs["probs"])) > 10 * TOL
 
 
-# -- bad inputs: exit 1, one clear line, nothing left behind --------------------------
+def test_tfjs_uint8_dequantization_is_bit_identical_to_tfjs(runs):
+    """TF.js dequantizes uint8 weights as `q * scale + min` in double precision
+    (JavaScript numbers; tfjs-core io_utils decodeWeights) and rounds once to
+    float32; the imported weights must be those very float32 values."""
+    run = runs("tfjs_quantized")
+    imp = imported(run)
+    specs = json.loads(run.source.read_text())["weightsManifest"][0]["weights"]
+    buf = b"".join((run.source.parent / p).read_bytes()
+                   for p in json.loads(run.source.read_text())["weightsManifest"][0]["paths"])
+    # The imported weights: the big ones are variables, the small ones stay Const nodes.
+    ckpt = tf.train.load_checkpoint(str(imp.dir / "variables" / "variables"))
+    stored = {k.removeprefix("edgeinfer_weights/"): ckpt.get_tensor(k) for k in ckpt.get_variable_to_shape_map()}
+    stored.update({n.name: tf.make_ndarray(n.attr["value"].tensor) for n in saved_graph(imp).node if n.op == "Const"})
+    off, checked = 0, []
+    for w in specs:
+        count = int(np.prod(w["shape"]))
+        q = w.get("quantization", {}).get("dtype")
+        size = count * {"uint8": 1, "float16": 2}.get(q, 4)
+        if q == "uint8":
+            raw = np.frombuffer(buf, np.uint8, count, off)
+            tfjs = (raw.astype(np.float64) * w["quantization"]["scale"] + w["quantization"]["min"]).astype(np.float32)
+            np.testing.assert_array_equal(stored[w["name"]].ravel(), tfjs, err_msg=w["name"])
+            checked.append(w["name"])
+        off += size
+    assert sorted(checked) == ["conv/weights", "dw/bias", "fc/weights"]
 
-def test_missing_weight_shard_is_refused_naming_the_shard(tmp_path):
-    model = write_tfjs_model(tmp_path / "model")
+
+# -- bad inputs: exit 1, one clear line, nothing left behind ----------------------------
+
+@job("test_missing_weight_shard_is_refused_naming_the_shard")
+def missing_shard(d, _):
+    model = write_tfjs_model(d / "model")
     model.shards[1].unlink()
-    expect_failure(tmp_path / "repo", "m", model.json, cwd=tmp_path,
-                   says=[str(model.json), "group1-shard2of2.bin", "No such file"])
-    assert_nothing_left(tmp_path / "repo", "m")
+    return run_import(d, model.json)
 
 
-def test_truncated_weight_shard_is_refused_naming_the_shards(tmp_path):
-    model = write_tfjs_model(tmp_path / "model")
-    data = model.shards[1].read_bytes()
-    model.shards[1].write_bytes(data[:-10])
-    expect_failure(tmp_path / "repo", "m", model.json, cwd=tmp_path,
-                   says=[str(model.json), "group1-shard2of2.bin", "truncated"])
-    assert_nothing_left(tmp_path / "repo", "m")
+def test_missing_weight_shard_is_refused_naming_the_shard(runs):
+    run = runs("missing_shard")
+    refused(run, str(run.source), "group1-shard2of2.bin", "No such file")
 
 
-def test_checksum_mismatch_is_refused_naming_the_shard(tmp_path):
-    model = write_tfjs_model(tmp_path / "model")
-    sums = tmp_path / "model" / "SHA256SUMS"
+@job("test_truncated_weight_shard_is_refused_naming_the_shards")
+def truncated_shard(d, _):
+    model = write_tfjs_model(d / "model")
+    model.shards[1].write_bytes(model.shards[1].read_bytes()[:-10])
+    return run_import(d, model.json)
+
+
+def test_truncated_weight_shard_is_refused_naming_the_shards(runs):
+    run = runs("truncated_shard")
+    refused(run, str(run.source), "group1-shard2of2.bin", "truncated")
+
+
+@job("test_checksum_mismatch_is_refused_naming_the_shard_and_the_pin")
+def checksum_mismatch(d, _):
+    model = write_tfjs_model(d / "model")
+    sums = d / "model" / "SHA256SUMS"
     good = hashlib.sha256(model.shards[0].read_bytes()).hexdigest()
     sums.write_text(f"{good}  {model.shards[0].name}\n{'0' * 64}  {model.shards[1].name}\n")
-    expect_failure(tmp_path / "repo", "m", model.json, "--checksums", sums, cwd=tmp_path,
-                   says=[str(model.shards[1]), "sha256", f"{sums}:2", "not the one pinned"])
-    assert_nothing_left(tmp_path / "repo", "m")
+    run = run_import(d, model.json, "--checksums", sums)
+    run.extra.update(sums=sums, shard=model.shards[1])
+    return run
 
 
-def test_unknown_op_is_refused_naming_op_and_node(tmp_path):
-    model = write_tfjs_model(tmp_path / "model", last_op="NoSuchOp")
-    expect_failure(tmp_path / "repo", "m", model.json, cwd=tmp_path,
-                   says=[str(model.json), "does not know", "NoSuchOp", "'probs'"])
-    assert_nothing_left(tmp_path / "repo", "m")
+def test_checksum_mismatch_is_refused_naming_the_shard_and_the_pin(runs):
+    run = runs("checksum_mismatch")
+    refused(run, str(run.extra["shard"]), "sha256", f"{run.extra['sums']}:2", "not the one pinned")
 
 
-def test_tfjs_layers_model_is_refused_as_not_a_graph_model(tmp_path):
-    f = tmp_path / "layers" / "model.json"
+@job("test_unknown_op_is_refused_naming_op_and_node")
+def unknown_op(d, _):
+    return run_import(d, write_tfjs_model(d / "model", last_op="NoSuchOp").json)
+
+
+def test_unknown_op_is_refused_naming_op_and_node(runs):
+    run = runs("unknown_op")
+    refused(run, str(run.source), "does not know", "NoSuchOp", "'probs'")
+
+
+@job("test_unknown_quantization_dtype_is_refused_naming_the_weight")
+def unknown_quantization(d, _):
+    model = write_tfjs_model(d / "model")
+
+    def int8(j):
+        j["weightsManifest"][0]["weights"][0]["quantization"] = {
+            "dtype": "int8", "scale": 0.01, "min": -1.0, "original_dtype": "float32"}
+    edit_model_json(model, int8)
+    return run_import(d, model.json)
+
+
+def test_unknown_quantization_dtype_is_refused_naming_the_weight(runs):
+    run = runs("unknown_quantization")
+    refused(run, str(run.source), "'conv/weights'", "'int8'")
+
+
+@job("test_const_node_without_weights_is_refused_naming_it")
+def const_without_weights(d, _):
+    """fc/bias is a Const of the graph that the manifest (and the shards) leave out."""
+    model = write_tfjs_model(d / "model")
+    buf = b"".join(s.read_bytes() for s in model.shards)
+    specs, kept, off = [], b"", 0
+    for w in manifest_weights(model):
+        size = int(np.prod(w["shape"])) * 4
+        if w["name"] != "fc/bias":
+            specs.append(w)
+            kept += buf[off:off + size]
+        off += size
+    model.shards[0].write_bytes(kept[:len(kept) // 2])
+    model.shards[1].write_bytes(kept[len(kept) // 2:])
+    edit_model_json(model, lambda j: j["weightsManifest"][0].update(weights=specs))
+    return run_import(d, model.json)
+
+
+def test_const_node_without_weights_is_refused_naming_it(runs):
+    run = runs("const_without_weights")
+    refused(run, str(run.source), "fc/bias")
+
+
+@job("test_tfjs_layers_model_is_refused_as_not_a_graph_model")
+def layers_model(d, _):
+    f = d / "layers" / "model.json"
     f.parent.mkdir()
     f.write_text(json.dumps({
         "format": "layers-model", "generatedBy": "keras v2.15.0", "convertedBy": "TensorFlow.js Converter v4.22.0",
@@ -540,87 +756,144 @@ def test_tfjs_layers_model_is_refused_as_not_a_graph_model(tmp_path):
             "keras_version": "2.15.0", "backend": "tensorflow"},
         "weightsManifest": [{"paths": ["group1-shard1of1.bin"], "weights": [
             {"name": "dense/kernel", "shape": [4, 2], "dtype": "float32"}]}]}))
-    expect_failure(tmp_path / "repo", "m", f, cwd=tmp_path, says=[str(f), "layers model", "not a graph model"])
-    assert_nothing_left(tmp_path / "repo", "m")
+    return run_import(d, f)
 
 
-@pytest.mark.parametrize("content,says", [
-    ([1, 2, 3], "JSON list"),
-    ({"weights": [], "name": "not a model"}, "modelTopology.node"),
-], ids=["list", "object"])
-def test_json_that_is_not_a_graph_model_is_refused(content, says, tmp_path):
-    f = tmp_path / "thing.json"
-    f.write_text(json.dumps(content))
-    expect_failure(tmp_path / "repo", "m", f, cwd=tmp_path, says=[str(f), "not a TF.js graph model", says])
-    assert_nothing_left(tmp_path / "repo", "m")
+def test_tfjs_layers_model_is_refused_as_not_a_graph_model(runs):
+    run = runs("layers_model")
+    refused(run, str(run.source), "layers model", "not a graph model")
 
 
-def test_unknown_input_tensor_is_refused_naming_it_and_the_placeholders(tmp_path):
-    model = write_tfjs_model(tmp_path / "model")
-    expect_failure(tmp_path / "repo", "m", model.json, "--input", "image=no_such_input", cwd=tmp_path,
-                   says=[str(model.json), "image=no_such_input", "'no_such_input'", "placeholders are x"])
-    assert_nothing_left(tmp_path / "repo", "m")
+NOT_GRAPH_MODELS = {"list": ([1, 2, 3], "JSON list"),
+                    "object": ({"weights": [], "name": "not a model"}, "modelTopology.node")}
+for _kind, (_content, _) in NOT_GRAPH_MODELS.items():
+    def _write_json(d, _, content=_content):
+        f = d / "thing.json"
+        f.write_text(json.dumps(content))
+        return run_import(d, f)
+    job("test_json_that_is_not_a_graph_model_is_refused", name=f"json_{_kind}")(_write_json)
 
 
-@pytest.mark.parametrize("tensor", ["no_such_node", "logits:7"], ids=["no-node", "no-such-index"])
-def test_unknown_output_tensor_is_refused_naming_it(tensor, frozen_graph, tmp_path):
-    path, _ = frozen_graph
-    expect_failure(tmp_path / "repo", "m", path, "--input", "x=x", "--output", f"out={tensor}", cwd=tmp_path,
-                   says=[str(path), f"out={tensor}"])
-    assert_nothing_left(tmp_path / "repo", "m")
+@pytest.mark.parametrize("kind", list(NOT_GRAPH_MODELS))
+def test_json_that_is_not_a_graph_model_is_refused(kind, runs):
+    run = runs(f"json_{kind}")
+    refused(run, str(run.source), "not a TF.js graph model", NOT_GRAPH_MODELS[kind][1])
 
 
-def test_pb_that_is_not_a_graphdef_is_refused(tmp_path):
-    f = tmp_path / "notes.pb"
+@job("test_unknown_input_tensor_is_refused_naming_it_and_the_placeholders")
+def unknown_input(d, _):
+    return run_import(d, write_tfjs_model(d / "model").json, "--input", "image=no_such_input")
+
+
+def test_unknown_input_tensor_is_refused_naming_it_and_the_placeholders(runs):
+    run = runs("unknown_input")
+    refused(run, str(run.source), "image=no_such_input", "'no_such_input'", "placeholders are x")
+
+
+UNKNOWN_OUTPUTS = {"no-node": "no_such_node", "no-such-index": "logits:7"}
+for _id, _tensor in UNKNOWN_OUTPUTS.items():
+    job("test_unknown_output_tensor_is_refused_naming_it", sources=True, name=f"unknown_output_{_id}")(
+        lambda d, src, tensor=_tensor: run_import(d, src.pb, "--input", "x=x", "--output", f"out={tensor}"))
+
+
+@pytest.mark.parametrize("which", list(UNKNOWN_OUTPUTS))
+def test_unknown_output_tensor_is_refused_naming_it(which, runs):
+    run = runs(f"unknown_output_{which}")
+    refused(run, str(run.source), f"out={UNKNOWN_OUTPUTS[which]}")
+
+
+@job("test_savedmodel_unknown_output_is_refused_listing_the_outputs", sources=True)
+def savedmodel_unknown_output(d, src):
+    return run_import(d, src.saved_model, "--output", "p=no_such_output")
+
+
+def test_savedmodel_unknown_output_is_refused_listing_the_outputs(runs):
+    run = runs("savedmodel_unknown_output")
+    refused(run, str(run.source), "no_such_output", "features, logits, probs")
+
+
+@job("test_pb_that_is_not_a_graphdef_is_refused")
+def not_graphdef(d, _):
+    f = d / "notes.pb"
     f.write_bytes(b"\x93NUMPY this is not a GraphDef \xff\xfe\x00\x01" * 10)
-    expect_failure(tmp_path / "repo", "m", f, cwd=tmp_path, says=[str(f), "not a binary GraphDef"])
-    assert_nothing_left(tmp_path / "repo", "m")
+    return run_import(d, f)
 
 
-def test_savedmodel_unknown_signature_is_refused_listing_the_signatures(saved_model, tmp_path):
-    expect_failure(tmp_path / "repo", "m", saved_model, "--signature", "no_such_signature", cwd=tmp_path,
-                   says=[str(saved_model), "'no_such_signature'", "classify", "serving_default"])
-    assert_nothing_left(tmp_path / "repo", "m")
+def test_pb_that_is_not_a_graphdef_is_refused(runs):
+    run = runs("not_graphdef")
+    refused(run, str(run.source), "not a binary GraphDef")
 
 
-def test_existing_version_is_refused_and_kept_intact(keras_files, labels, tmp_path):
-    repo = tmp_path / "repo"
-    imp = import_ok(keras_files[".keras"], repo, "k", "--version", "1", "--labels", labels, cwd=tmp_path)
-    before = tree(imp.dir)
-    expect_failure(repo, "k", keras_files[".h5"], "--version", "1", "--labels", labels, cwd=tmp_path,
-                   says=[str(repo / "k" / "1"), "exists", "--version"])
-    assert sorted(os.listdir(repo / "k")) == ["1"]
-    assert tree(imp.dir) == before
+@job("test_savedmodel_unknown_signature_is_refused_listing_the_signatures", sources=True)
+def unknown_signature(d, src):
+    return run_import(d, src.saved_model, "--signature", "no_such_signature", "--labels", src.labels)
 
 
-def test_failure_after_staging_removes_the_staging_folder_and_keeps_other_versions(keras_files, labels, tmp_path):
-    """A version refused at the last step (the Go check) leaves the model
-    folder as it was: only the versions it had, no .<version>.import."""
-    repo = tmp_path / "repo"
-    (repo / "k" / "1").mkdir(parents=True)
-    (repo / "k" / "1" / "marker").write_text("an existing version")
-    broken = tmp_path / "tfmodels-broken"
+def test_savedmodel_unknown_signature_is_refused_listing_the_signatures(runs):
+    run = runs("unknown_signature")
+    refused(run, str(run.source), "'no_such_signature'", "classify", "serving_default")
+
+
+@job("test_existing_version_is_refused_and_kept_intact", sources=True)
+def version_twice(d, src):
+    first = run_import(d, src.keras[".keras"], "--version", "1", "--labels", src.labels, name="k")
+    before = tree(first.repo / "k" / "1") if first.proc.returncode == 0 else None
+    second = run_import(d, src.keras[".h5"], "--version", "1", "--labels", src.labels, name="k")
+    second.extra.update(first=first, before=before)
+    return second
+
+
+def test_existing_version_is_refused_and_kept_intact(runs):
+    run = runs("version_twice")
+    imp = imported(run.extra["first"])
+    r = run.proc
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    msg = r.stderr.strip().splitlines()[-1]
+    assert msg.startswith("edgeinfer-import: ") and str(imp.dir) in msg and "exists" in msg and "--version" in msg, msg
+    assert sorted(os.listdir(run.repo / "k")) == ["1"]
+    assert tree(imp.dir) == run.extra["before"]
+    go_check(imp)
+
+
+@job("test_failure_after_staging_removes_the_staging_folder_and_keeps_other_versions", sources=True)
+def failure_after_staging(d, src):
+    """The Go check (the last step, with everything written) fails on purpose."""
+    (d / "repo" / "k" / "1").mkdir(parents=True)
+    (d / "repo" / "k" / "1" / "marker").write_text("an existing version")
+    broken = d / "tfmodels-broken"
     broken.write_text("#!/bin/sh\necho 'cannot load: broken on purpose' >&2\nexit 3\n")
     broken.chmod(0o755)
-    expect_failure(repo, "k", keras_files[".keras"], "--tfmodels", broken, "--labels", labels, cwd=tmp_path,
-                   says=["the C API cannot serve the import", "broken on purpose"])
-    assert sorted(os.listdir(repo / "k")) == ["1"]
-    assert (repo / "k" / "1" / "marker").read_text() == "an existing version"
-    # And where the model folder did not exist, it is gone again.
-    expect_failure(repo, "fresh", keras_files[".keras"], "--tfmodels", broken, "--labels", labels, cwd=tmp_path,
-                   says=["the C API cannot serve the import"])
-    assert_nothing_left(repo, "fresh")
+    existing = run_import(d, src.keras[".keras"], "--tfmodels", broken, "--labels", src.labels, name="k")
+    existing.extra["fresh"] = run_import(d, src.keras[".keras"], "--tfmodels", broken, "--labels", src.labels, name="fresh")
+    return existing
 
 
-# -- the edgeinfer.toml scaffold -------------------------------------------------------
+def test_failure_after_staging_removes_the_staging_folder_and_keeps_other_versions(runs):
+    run = runs("failure_after_staging")
+    # Where the model folder existed: it keeps only the versions it had, no .2.import.
+    r = run.proc
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    msg = r.stderr.strip().splitlines()[-1]
+    assert msg.startswith("edgeinfer-import: the C API cannot serve the import") and "broken on purpose" in msg, msg
+    assert sorted(os.listdir(run.repo / "k")) == ["1"]
+    assert os.listdir(run.repo / "k" / "1") == ["marker"]
+    # Where it did not exist, it is gone again.
+    refused(run.extra["fresh"], "the C API cannot serve the import", "broken on purpose")
 
-def test_manifest_scaffold_from_flags_for_a_fixed_batch_tfjs_model(tmp_path):
-    model = write_tfjs_model(tmp_path / "model", batch=1)
-    labels = tmp_path / "labels.txt"
+
+# -- the edgeinfer.toml scaffold --------------------------------------------------------
+
+@job("test_manifest_scaffold_from_flags_for_a_fixed_batch_tfjs_model")
+def manifest_fixed(d, _):
+    model = write_tfjs_model(d / "model", batch=1)
+    labels = d / "labels.txt"
     labels.write_text("cat\ndog\n\nbird\nfish\nfrog\n")  # a blank line is skipped
-    imp = import_ok(model.json, tmp_path / "repo", "fixed", "--task", "classify", "--labels", labels,
-                    "--scale", "0.00392156862745098", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225",
-                    "--tolerance", "3e-5", cwd=tmp_path)
+    return run_import(d, model.json, "--task", "classify", "--labels", labels, "--scale", "0.00392156862745098",
+                      "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--tolerance", "3e-5", name="fixed")
+
+
+def test_manifest_scaffold_from_flags_for_a_fixed_batch_tfjs_model(runs, tmp_path):
+    imp, _ = check_tfjs_import(runs("manifest_fixed"), tmp_path)
     man = imp.manifest
     assert man["task"] == "classify"
     assert man["labels"] == ["cat", "dog", "bird", "fish", "frog"]
@@ -637,15 +910,15 @@ def test_manifest_scaffold_from_flags_for_a_fixed_batch_tfjs_model(tmp_path):
     assert man["source"]["file"] == "model/model.json"
     # A fixed batch of 1 is still validated on several samples, fed one at a time.
     assert imp.inputs["x"].shape == (2, SIZE, SIZE, CHANNELS)
-    check_tfjs_import(model, imp, tmp_path)
 
 
-def test_manifest_scaffold_for_a_dynamic_batch_model_has_no_batch_and_default_tolerance(tfjs_float_import):
-    _, imp = tfjs_float_import
+def test_manifest_scaffold_for_a_dynamic_batch_model_has_no_batch_and_default_tolerance(runs):
+    imp = imported(runs("tfjs_float"))
     man = imp.manifest
     assert "batch" not in man["input"]
     assert man["labels"] == [f"class{i}" for i in range(CLASSES)]
     assert man["task"] == "classify"
+    assert (man["input"]["height"], man["input"]["width"], man["input"]["channels"]) == (SIZE, SIZE, CHANNELS)
     assert man["input"]["scale"] == pytest.approx(1 / 255)
     assert man["input"]["mean"] == [0.0, 0.0, 0.0] and man["input"]["std"] == [1.0, 1.0, 1.0]
     assert man["output"] == {"logits": "probs", "softmax": False}
@@ -656,37 +929,55 @@ def test_manifest_scaffold_for_a_dynamic_batch_model_has_no_batch_and_default_to
     assert man["source"]["format"] == "tfjs"
 
 
-def test_manifest_softmax_true_when_the_graph_does_not_end_in_softmax(labels, tmp_path):
-    model = write_tfjs_model(tmp_path / "model", last_op="Identity")
-    imp = import_ok(model.json, tmp_path / "repo", "logits", "--task", "classify", "--labels", labels, cwd=tmp_path)
+@job("test_manifest_softmax_true_when_the_graph_does_not_end_in_softmax")
+def manifest_logits(d, _):
+    model = write_tfjs_model(d / "model", last_op="Identity")
+    labels = d / "labels.txt"
+    labels.write_text("".join(f"class{i}\n" for i in range(CLASSES)))
+    return run_import(d, model.json, "--task", "classify", "--labels", labels, name="logits")
+
+
+def test_manifest_softmax_true_when_the_graph_does_not_end_in_softmax(runs, tmp_path):
+    imp, _ = check_tfjs_import(runs("manifest_logits"), tmp_path)
     assert imp.manifest["output"] == {"logits": "probs", "softmax": True}
-    check_tfjs_import(model, imp, tmp_path)
 
 
-# -- validation samples from --samples -------------------------------------------------
+# -- validation samples from --samples --------------------------------------------------
 
-def test_samples_folder_images_are_resized_and_normalised_into_the_golden_input(keras_files, labels, tmp_path):
+SAMPLES_SCALE, SAMPLES_MEAN, SAMPLES_STD = 0.00392156862745098, [0.5, 0.4, 0.3], [0.25, 0.5, 0.2]
+
+
+@job("test_samples_folder_images_are_resized_and_normalised_into_the_golden_input", sources=True)
+def samples_import(d, src):
+    """Two PNGs of other sizes than the 8x8 input (one of them gray), and a non-image."""
     from PIL import Image
-    samples = tmp_path / "samples"
+    samples = d / "samples"
     samples.mkdir()
     rng = np.random.default_rng(5)
     Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8), "RGB").save(samples / "a_wide.png")
     Image.fromarray(rng.integers(0, 256, (21, 9), dtype=np.uint8), "L").save(samples / "b_tall_gray.png")
     (samples / "notes.txt").write_text("not an image")
-    scale, mean, std = 0.00392156862745098, [0.5, 0.4, 0.3], [0.25, 0.5, 0.2]
-    imp = import_ok(keras_files[".keras"], tmp_path / "repo", "k", "--samples", samples, "--scale", str(scale),
-                    "--mean", ",".join(map(str, mean)), "--std", ",".join(map(str, std)), "--labels", labels,
-                    cwd=tmp_path)
+    run = run_import(d, src.keras[".keras"], "--samples", samples, "--scale", str(SAMPLES_SCALE),
+                     "--mean", ",".join(map(str, SAMPLES_MEAN)), "--std", ",".join(map(str, SAMPLES_STD)),
+                     "--labels", src.labels, name="k")
+    run.extra["samples"] = samples
+    return run
+
+
+def test_samples_folder_images_are_resized_and_normalised_into_the_golden_input(runs, sources):
+    from PIL import Image
+    run = runs("samples_import")
+    imp = imported(run)
     [(key, x)] = imp.inputs.items()
     assert x.shape == (2, SIZE, SIZE, CHANNELS) and x.dtype == np.float32
     want = []
     for name in ("a_wide.png", "b_tall_gray.png"):  # sorted by name
-        img = Image.open(samples / name).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
-        px = np.asarray(img, np.uint8).astype(np.float32) * np.float32(scale)
-        want.append((px - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
+        img = Image.open(run.extra["samples"] / name).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
+        px = np.asarray(img, np.uint8).astype(np.float32) * np.float32(SAMPLES_SCALE)
+        want.append((px - np.asarray(SAMPLES_MEAN, np.float32)) / np.asarray(SAMPLES_STD, np.float32))
     np.testing.assert_allclose(x, np.stack(want), rtol=0, atol=1e-6)
     assert imp.record["samples"] == ["a_wide.png", "b_tall_gray.png"]
     [(out_key, y)] = imp.outputs.items()
-    assert y.shape[0] == 2
-    assert_close({out_key: y}, {out_key: keras_outputs(keras_files[".keras"], x)})
+    assert y.shape == (2, CLASSES)
+    assert_close({out_key: y}, {out_key: keras_outputs(sources.keras[".keras"], x)})
     go_check(imp)
