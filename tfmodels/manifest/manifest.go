@@ -29,13 +29,19 @@ const (
 	TaskEmbed      = "embed"
 	TaskSiamese    = "siamese"
 	TaskVideo      = "video"
+	// TaskDetectRows is a detector whose boxes come decoded in one tensor
+	// of rows [batch, N, K] (output.detections and its column map).
+	TaskDetectRows = "detect_rows"
+	// TaskDetectAnchorFree is an anchor-free head: [batch, 4+C, N] or
+	// [batch, N, 4+C], a box and per-class scores per prediction.
+	TaskDetectAnchorFree = "detect_anchorfree"
 	// TaskRaw is an imported model no task plugin serves yet: tfmodels
 	// loads and checks it, the daemon has no plugin for it.
 	TaskRaw = "raw"
 )
 
 // Tasks lists every task in the order the README gives them.
-var Tasks = []string{TaskClassify, TaskDetectYOLO, TaskDetectRCNN, TaskSegment, TaskEmbed, TaskSiamese, TaskVideo, TaskRaw}
+var Tasks = []string{TaskClassify, TaskDetectYOLO, TaskDetectRCNN, TaskDetectRows, TaskDetectAnchorFree, TaskSegment, TaskEmbed, TaskSiamese, TaskVideo, TaskRaw}
 
 // Manifest is the content of edgeinfer.toml.
 type Manifest struct {
@@ -109,7 +115,20 @@ type Output struct {
 	Classes       string `toml:"classes"`
 	NumDetections string `toml:"num_detections"`
 	Masks         string `toml:"masks"`        // mask_rcnn only
-	LabelOffset   int    `toml:"label_offset"` // label = labels[class - label_offset]
+	LabelOffset   int    `toml:"label_offset"` // label = labels[class - label_offset]; detect_rows too
+
+	// detect_rows: one tensor of rows, columns mapped here
+	Detections  string `toml:"detections"`
+	BoxColumn   int    `toml:"box_column"`   // first of the 4 box columns
+	BoxFormat   string `toml:"box_format"`   // xyxy | yxyx | cxcywh; detect_anchorfree too (cxcywh)
+	BoxUnits    string `toml:"box_units"`    // pixels (of the input) | normalized; detect_anchorfree too
+	ScoreColumn int    `toml:"score_column"` //
+	ClassColumn int    `toml:"class_column"` //
+	NMS         bool   `toml:"nms"`          // the rows still need non-maximum suppression
+
+	// detect_anchorfree
+	Predictions string `toml:"predictions"`
+	Layout      string `toml:"layout"` // channels_first [batch, 4+C, N] | channels_last [batch, N, 4+C]
 }
 
 // Read decodes <dir>/edgeinfer.toml. A key the schema does not know is an
@@ -155,7 +174,7 @@ func (m Manifest) Validate() error {
 		bad("signature is required")
 	}
 	switch m.Task {
-	case TaskClassify, TaskDetectYOLO, TaskDetectRCNN, TaskSegment, TaskVideo:
+	case TaskClassify, TaskDetectYOLO, TaskDetectRCNN, TaskDetectRows, TaskDetectAnchorFree, TaskSegment, TaskVideo:
 		if len(m.Labels) == 0 {
 			bad("labels are required for task %q", m.Task)
 		}
@@ -278,6 +297,42 @@ func (out Output) validate(task string) []error {
 		}
 	case TaskDetectYOLO:
 		errs = append(errs, out.validateYOLO()...)
+	case TaskDetectRows:
+		need("detections", out.Detections)
+		if out.BoxFormat != "xyxy" && out.BoxFormat != "yxyx" && out.BoxFormat != "cxcywh" {
+			bad("output.box_format %q is not xyxy, yxyx or cxcywh", out.BoxFormat)
+		}
+		cols := map[int]string{}
+		for _, c := range []struct {
+			name string
+			at   []int
+		}{{"box_column", []int{out.BoxColumn, out.BoxColumn + 1, out.BoxColumn + 2, out.BoxColumn + 3}}, {"score_column", []int{out.ScoreColumn}}, {"class_column", []int{out.ClassColumn}}} {
+			for _, i := range c.at {
+				if i < 0 {
+					bad("output.%s must be >= 0, got %d", c.name, i)
+				} else if other, ok := cols[i]; ok {
+					bad("output.%s and output.%s share column %d", other, c.name, i)
+				}
+				cols[i] = c.name
+			}
+		}
+		if out.LabelOffset < 0 {
+			bad("output.label_offset must be >= 0, got %d", out.LabelOffset)
+		}
+	case TaskDetectAnchorFree:
+		need("predictions", out.Predictions)
+		if out.Layout != "channels_first" && out.Layout != "channels_last" {
+			bad("output.layout %q is not channels_first ([batch, 4+classes, N]) or channels_last ([batch, N, 4+classes])", out.Layout)
+		}
+		if out.BoxFormat != "" && out.BoxFormat != "cxcywh" {
+			bad("output.box_format %q: anchor-free predictions are cxcywh", out.BoxFormat)
+		}
+	}
+	switch task {
+	case TaskDetectRows, TaskDetectAnchorFree:
+		if out.BoxUnits != "pixels" && out.BoxUnits != "normalized" {
+			bad("output.box_units %q is not pixels or normalized", out.BoxUnits)
+		}
 	}
 	return errs
 }

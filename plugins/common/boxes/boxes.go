@@ -67,6 +67,17 @@ type Detection struct {
 // Detections with an invalid box or a NaN score are dropped first. dets is
 // not modified; the result is sorted best first.
 func NMS(dets []Detection, iou float64, perClass bool, maxDet int) []Detection {
+	idx := NMSIndices(dets, iou, perClass, maxDet)
+	kept := make([]Detection, len(idx))
+	for j, i := range idx {
+		kept[j] = dets[i]
+	}
+	return kept
+}
+
+// NMSIndices is NMS returning the indices into dets of the kept
+// detections, best first.
+func NMSIndices(dets []Detection, iou float64, perClass bool, maxDet int) []int {
 	order := make([]int, 0, len(dets))
 	for i, d := range dets {
 		if d.Box.Valid() && !math.IsNaN(d.Score) {
@@ -86,33 +97,20 @@ func NMS(dets []Detection, iou float64, perClass bool, maxDet int) []Detection {
 	for _, i := range order {
 		byClass[dets[i].Class] = append(byClass[dets[i].Class], i)
 	}
-	var keptIdx []int
+	var kept []int
 	for _, idx := range byClass {
-		keptIdx = append(keptIdx, suppressIdx(dets, idx, iou, maxDet)...)
+		kept = append(kept, suppress(dets, idx, iou, maxDet)...)
 	}
-	slices.SortFunc(keptIdx, better)
-	if maxDet > 0 && len(keptIdx) > maxDet {
-		keptIdx = keptIdx[:maxDet]
-	}
-	kept := make([]Detection, len(keptIdx))
-	for j, i := range keptIdx {
-		kept[j] = dets[i]
+	slices.SortFunc(kept, better)
+	if maxDet > 0 && len(kept) > maxDet {
+		kept = kept[:maxDet]
 	}
 	return kept
 }
 
-// suppress is greedy suppression across classes over order (best first).
-func suppress(dets []Detection, order []int, iou float64, maxDet int) []Detection {
-	idx := suppressIdx(dets, order, iou, maxDet)
-	kept := make([]Detection, len(idx))
-	for j, i := range idx {
-		kept[j] = dets[i]
-	}
-	return kept
-}
-
-// suppressIdx returns the indices into dets of the detections kept, best first.
-func suppressIdx(dets []Detection, order []int, iou float64, maxDet int) []int {
+// suppress is greedy suppression over order (best first), whatever the
+// classes; it returns the indices into dets kept, best first.
+func suppress(dets []Detection, order []int, iou float64, maxDet int) []int {
 	var kept []Box
 	var idx []int
 	g := newGrid(dets, order)

@@ -134,5 +134,11 @@ func Letterbox(dst, inner []float32, rgb []byte, w, h, dw, dh int) ([]float32, [
 	for y := range nh {
 		copy(dst[((py+y)*dw+px)*3:], inner[y*nw*3:(y+1)*nw*3])
 	}
-	return dst, inner, Transform{ScaleX: float64(nw) / float64(w), ScaleY: float64(nh) / float64(h), PadX: float64(px), PadY: float64(py)}
+	return dst, inner, LetterboxTransform(w, h, dw, dh)
+}
+
+// LetterboxTransform is the Transform of Letterbox.
+func LetterboxTransform(w, h, dw, dh int) Transform {
+	nw, nh, px, py := LetterboxSize(w, h, dw, dh)
+	return Transform{ScaleX: float64(nw) / float64(w), ScaleY: float64(nh) / float64(h), PadX: float64(px), PadY: float64(py)}
 }
