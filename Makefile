@@ -48,6 +48,7 @@ build: deps
 	go build ./...
 	go build -o $(BIN)/edgeinferd ./daemon/cmd/edgeinferd
 	go build -o $(BIN)/edgeinfer-classify ./plugins/classify
+	go build -o $(BIN)/edgeinfer-detect ./plugins/detect
 	go build -o $(BIN)/tfmodels ./tfmodels/cmd/tfmodels
 	ln -sf ../tools/import/edgeinfer-import $(BIN)/edgeinfer-import
 

@@ -6,7 +6,7 @@
 #   scripts/real-models.sh OUTDIR        (make models-real: OUTDIR = models-real)
 #
 #   emotion    classify  facial expression, 7 labels, 64x64 gray faces
-#   centernet  raw       COCO object detector (80 labels), 512x512; served by the detect plugin once it exists
+#   centernet  detect_rows  COCO object detector (80 labels), 512x512
 #   selfie     segment   person segmentation, 256x256
 #   faceres    embed     1024-d face description (an inner node of the graph), 224x224 faces
 #
@@ -34,7 +34,10 @@ if [[ ! -f "$CACHE/.complete" ]]; then
   imp emotion emotion --task classify --labels tools/import/real/emotion-labels.txt \
       --output probs=Identity:0 --scale 0.00392156862745098 --mean 0.5 --std 0.5 \
       --samples "$photos/faces" --architecture "facial expression classifier (Human emotion, FER)"
-  imp centernet centernet --task raw --output detections=tower_0/detections --scale 1 \
+  # Rows [x1, y1, x2, y2, score, class] in input pixels, the top 100 unsuppressed.
+  imp centernet centernet --task detect_rows --output detections=tower_0/detections --scale 1 \
+      --set output.box_format=xyxy --set output.box_units=pixels --set output.box_column=0 \
+      --set output.score_column=4 --set output.class_column=5 --set output.nms=true \
       --labels tools/import/real/coco-labels.txt --samples "$photos" \
       --architecture "CenterNet, MobileNetV3 backbone, COCO 80 classes (Human object)"
   imp selfie selfie --task segment --labels <(echo person) --output mask=activation_10:0 \

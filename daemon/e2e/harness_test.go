@@ -45,6 +45,7 @@ func build(dir string) error {
 	for out, pkg := range map[string]string{
 		"edgeinferd":         "github.com/edgeinfer/edgeinfer/daemon/cmd/edgeinferd",
 		"edgeinfer-classify": "github.com/edgeinfer/edgeinfer/plugins/classify",
+		"edgeinfer-detect":   "github.com/edgeinfer/edgeinfer/plugins/detect",
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {

@@ -57,6 +57,8 @@ func newBinaries(dir, cache string, settle time.Duration) *binaries {
 		pending: map[string]pendingStamp{}, good: map[string]binary{}, rejected: map[string]string{}}
 }
 
+// sourceOf is the plugin binary in plugin_dir. Here "task" is the plugin's
+// name, manifest.Plugin of the model's task (the detection tasks share one).
 func (b *binaries) sourceOf(task string) string {
 	return filepath.Join(b.dir, "edgeinfer-"+task)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeinfer/edgeinfer/daemon/payload"
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
+	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 )
 
 // ErrClosed is returned by Acquire once the model is closed (the daemon
@@ -220,7 +221,7 @@ func (md *Model) reconcile() {
 		return
 	}
 	md.target = v.Version
-	bin, err := md.m.bins.forTask(v.Manifest.Task)
+	bin, err := md.m.bins.forTask(manifest.Plugin(v.Manifest.Task))
 	if err != nil {
 		md.why = err.Error()
 		return
@@ -297,7 +298,7 @@ func (md *Model) wanted(inst *instance) bool {
 	if !ok || versionKey(v) != versionKey(inst.v) {
 		return false
 	}
-	bin, err := md.m.bins.forTask(v.Manifest.Task)
+	bin, err := md.m.bins.forTask(manifest.Plugin(v.Manifest.Task))
 	return err == nil && bin.fp == inst.bin.fp
 }
 

@@ -16,7 +16,7 @@ import (
 
 // zooModels are the tiny exports `make models` writes (tfmodels/zoo/export.py REGISTRY).
 var zooModels = []string{
-	"alexnet", "facenet", "faster_rcnn", "fcn16s", "fcn32s", "fcn8s", "googlenet", "lenet5",
+	"alexnet", "anchorfree", "facenet", "faster_rcnn", "fcn16s", "fcn32s", "fcn8s", "googlenet", "lenet5",
 	"mask_rcnn", "resnet50", "siamese", "unet", "vgg16", "vgg16_fcn", "video_lstm", "yolov3",
 }
 
@@ -279,7 +279,7 @@ func mustNpy(t *testing.T, path string) *npy.Array {
 
 // realModels are what scripts/real-models.sh imports: real pretrained TF.js
 // models, each with golden outputs from TF.js itself on real photos.
-var realModels = map[string]string{"emotion": "classify", "centernet": "raw", "selfie": "segment", "faceres": "embed"}
+var realModels = map[string]string{"emotion": "classify", "centernet": "detect_rows", "selfie": "segment", "faceres": "embed"}
 
 // Each real model imported from TF.js, loaded through the C API, gives the
 // outputs TF.js gave on the real photos within the tolerance its manifest

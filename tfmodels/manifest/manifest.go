@@ -370,3 +370,13 @@ func (out Output) validateYOLO() []error {
 	}
 	return errs
 }
+
+// Plugin is the plugin that serves task: the daemon starts the binary
+// edgeinfer-<Plugin(task)>. The detection tasks share one plugin.
+func Plugin(task string) string {
+	switch task {
+	case TaskDetectYOLO, TaskDetectRCNN, TaskDetectRows, TaskDetectAnchorFree:
+		return "detect"
+	}
+	return task
+}

@@ -345,33 +345,47 @@ def sort_order(c: Candidates) -> np.ndarray:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, order: np.ndarray,
-        iou_threshold: float, class_agnostic: bool = False, trace: list | None = None) -> np.ndarray:
+        iou_threshold: float, class_agnostic: bool = False, trace: list | None = None,
+        limit: int | None = None) -> np.ndarray:
     """Greedy NMS. Returns the kept indices, in (-score, class, order) order.
 
+    Per class (default) the classes are independent, so each is run on its own.
+    `limit` stops after that many kept boxes (per class, then overall): exact,
+    because a box kept later never removes one kept earlier.
     If `trace` is a list, every IoU value that was compared with the threshold is
     appended to it (as arrays), for conditioning checks.
     """
     c = Candidates(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(classes, np.int64),
                    np.asarray(scores, np.float64), np.asarray(order, np.int64))
     idx = sort_order(c)
-    b = c.boxes[idx]
-    cl = c.classes[idx]
-    alive = np.ones(len(idx), dtype=bool)
+    if class_agnostic:
+        groups = [idx]
+    else:
+        groups = [idx[c.classes[idx] == k] for k in np.unique(c.classes)]
     kept = []
-    for i in range(len(idx)):
-        if not alive[i]:
-            continue
-        kept.append(idx[i])
-        rest = np.nonzero(alive[i + 1 :])[0] + i + 1
-        if not class_agnostic:
-            rest = rest[cl[rest] == cl[i]]
-        if len(rest) == 0:
-            continue
-        ious = iou_one_to_many(b[i], b[rest])
-        if trace is not None:
-            trace.append(ious)
-        alive[rest[ious > iou_threshold]] = False
-    return np.asarray(kept, dtype=np.int64)
+    for g in groups:
+        b = c.boxes[g]
+        alive = np.ones(len(g), dtype=bool)
+        n = 0
+        for i in range(len(g)):
+            if not alive[i]:
+                continue
+            kept.append(g[i])
+            n += 1
+            if limit is not None and n >= limit:
+                break
+            rest = np.nonzero(alive[i + 1 :])[0] + i + 1
+            if len(rest) == 0:
+                break
+            ious = iou_one_to_many(b[i], b[rest])
+            if trace is not None:
+                trace.append(ious)
+            alive[rest[ious > iou_threshold]] = False
+    rank = np.empty(len(idx), dtype=np.int64)
+    rank[idx] = np.arange(len(idx))
+    kept = np.asarray(kept, dtype=np.int64)
+    kept = kept[np.argsort(rank[kept], kind="stable")]
+    return kept if limit is None else kept[:limit]
 
 
 @dataclass
@@ -419,7 +433,8 @@ def postprocess(c: Candidates, tf: Transform, options: dict, nms_enabled: bool,
     # d. NMS
     if nms_enabled:
         trace = [] if diag is not None else None
-        kept = nms(clipped, c.scores, c.classes, c.order, float(o["nms_threshold"]), bool(o["class_agnostic"]), trace)
+        kept = nms(clipped, c.scores, c.classes, c.order, float(o["nms_threshold"]), bool(o["class_agnostic"]), trace,
+                   limit=max(int(o["max_detections"]), 0))
         if diag is not None:
             diag["ious"] = np.concatenate(trace) if trace else np.zeros(0)
     else:

@@ -23,6 +23,7 @@ REGISTRY = {
     "facenet": "facenet",
     "siamese": "siamese",
     "yolov3": "yolov3",
+    "anchorfree": "anchorfree",
     "faster_rcnn": "faster_rcnn",
     "mask_rcnn": "mask_rcnn",
     "fcn32s": "fcn",

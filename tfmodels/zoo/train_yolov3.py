@@ -330,6 +330,18 @@ def evaluate(predict, images: np.ndarray, objects: list[list[dict]], size: int =
 # Training and export
 
 
+def init_prior_bias(model, p_obj: float = 0.01) -> None:
+    """Output biases start at the priors (objectness p_obj, class 1/C), as in
+    RetinaNet: the first steps then do not spend themselves on pushing every
+    empty cell's objectness down."""
+    for s in STRIDES:
+        layer = model.get_layer(f"yolo_grid_s{s}")
+        b = np.zeros(3 * (5 + NUM_CLASSES), np.float32).reshape(3, 5 + NUM_CLASSES)
+        b[:, 4] = math.log(p_obj / (1 - p_obj))
+        b[:, 5:] = math.log(1 / (NUM_CLASSES - 1))
+        layer.bias.assign(b.reshape(-1))
+
+
 def train(steps: int = STEPS, n_train: int = N_TRAIN, batch: int = BATCH, lr: float = LR, log_every: int = 100, eval_every: int = 0):
     """Returns the trained Keras model."""
     import keras
@@ -346,6 +358,7 @@ def train(steps: int = STEPS, n_train: int = N_TRAIN, batch: int = BATCH, lr: fl
     batches = Batches(images, objects, SIZE, np.random.default_rng(SEED))
     anc = anchors(SIZE)
     model = yolov3.build_model(SIZE, NUM_CLASSES, WIDTH_DIV)
+    init_prior_bias(model)
     schedule = keras.optimizers.schedules.CosineDecay(
         1e-5, decay_steps=max(steps - WARMUP, 1), alpha=0.01, warmup_target=lr, warmup_steps=WARMUP)
     opt = keras.optimizers.Adam(schedule)

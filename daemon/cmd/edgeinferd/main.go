@@ -27,6 +27,7 @@ import (
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	_ "github.com/edgeinfer/edgeinfer/sensors/all" // every sensor kind
+	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 )
 
 func main() {
@@ -124,7 +125,7 @@ func checkModel(cfg *config.Config, model string, pipelines map[string]json.RawM
 		return checkReport{}, err
 	}
 	r := checkReport{version: v.Version, task: v.Manifest.Task, refused: map[string]error{}}
-	bin := filepath.Join(cfg.PluginDir, "edgeinfer-"+v.Manifest.Task)
+	bin := filepath.Join(cfg.PluginDir, "edgeinfer-"+manifest.Plugin(v.Manifest.Task))
 	if _, err := os.Stat(bin); err != nil {
 		return r, fmt.Errorf("no plugin for task %q: %w", v.Manifest.Task, err)
 	}

@@ -118,20 +118,40 @@ func describe(topic string, body []byte) string {
 }
 
 // summarize prints a task's output compactly: labels with scores for a
-// classifier, the JSON otherwise.
+// classifier, labels with scores and boxes for a detector, the JSON
+// otherwise.
 func summarize(out json.RawMessage) string {
 	var c struct {
 		Top []struct {
 			Label string  `json:"label"`
 			Score float64 `json:"score"`
 		} `json:"top"`
+		Detections *[]struct {
+			Label string  `json:"label"`
+			Score float64 `json:"score"`
+			Box   struct {
+				X1, Y1, X2, Y2 float64
+			} `json:"box"`
+		} `json:"detections"`
 	}
-	if json.Unmarshal(out, &c) == nil && len(c.Top) > 0 {
-		var parts []string
+	if json.Unmarshal(out, &c) != nil {
+		return string(out)
+	}
+	var parts []string
+	switch {
+	case len(c.Top) > 0:
 		for _, t := range c.Top {
 			parts = append(parts, fmt.Sprintf("%s %.2f", t.Label, t.Score))
 		}
-		return strings.Join(parts, ", ")
+	case c.Detections != nil:
+		for _, d := range *c.Detections {
+			parts = append(parts, fmt.Sprintf("%s %.2f [%.0f,%.0f %.0f,%.0f]", d.Label, d.Score, d.Box.X1, d.Box.Y1, d.Box.X2, d.Box.Y2))
+		}
+		if len(parts) == 0 {
+			return "no objects"
+		}
+	default:
+		return string(out)
 	}
-	return string(out)
+	return strings.Join(parts, ", ")
 }

@@ -131,6 +131,11 @@ def manifest(src, spec, a, tol: float) -> dict:
             out["softmax"] = final_op(src.gd, src.outputs[single].name) not in ("Softmax", "Sigmoid")
         else:
             out["softmax"] = a.softmax == "true"
+    if task == "detect_rows" and "output.detections" not in set_keys:
+        if single is None:
+            raise ImportFailed(f"{src.path}: {len(src.outputs)} outputs ({', '.join(src.outputs)}); "
+                               f"say which holds the detection rows: --output KEY=TENSOR once")
+        out["detections"] = single
     if task == "embed" and "output.embedding" not in set_keys:
         if single is None:
             raise ImportFailed(f"{src.path}: {len(src.outputs)} outputs ({', '.join(src.outputs)}); "
