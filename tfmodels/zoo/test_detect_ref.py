@@ -165,6 +165,62 @@ def test_yolo_nan_inf():
     assert dets[0]["score"] == pytest.approx(1 / (1 + math.exp(-5)))
 
 
+def brute_yolo(tensors, out, C, thr):
+    """The YOLO decode of the spec, one cell and anchor at a time."""
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    B = len(out["anchor_masks"]) // len(out["grids"])
+    cands, n = [], 0
+    for gi, key in enumerate(out["grids"]):
+        g = tensors[key][0].astype(np.float64)
+        s = out["strides"][gi]
+        for cy in range(g.shape[0]):
+            for cx in range(g.shape[1]):
+                for b in range(B):
+                    a = out["anchor_masks"][gi * B + b]
+                    aw, ah = out["anchors"][2 * a], out["anchors"][2 * a + 1]
+                    v = g[cy, cx, b * (5 + C) : (b + 1) * (5 + C)]
+                    bx, by = (sig(v[0]) + cx) * s, (sig(v[1]) + cy) * s
+                    bw, bh = aw * math.exp(v[2]), ah * math.exp(v[3])
+                    sc = [sig(v[4]) * sig(c) for c in v[5:]]
+                    sc = [x if x >= thr else 0.0 for x in sc]
+                    k = max(range(C), key=lambda j: (sc[j], -j))
+                    if sc[k] > 0:
+                        cands.append((n, k, sc[k], (bx - bw / 2, by - bh / 2, bx + bw / 2, by + bh / 2)))
+                    n += 1
+    return cands
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_yolo_vs_loop(seed):
+    rng = np.random.default_rng(seed)
+    C, B = 3, 2
+    out = {"grids": ["p", "q"], "strides": [8, 16], "anchors": rng.uniform(2, 30, 8).round(1).tolist(),
+           "anchor_masks": [3, 1, 0, 2]}
+    t = {"p": rng.normal(0, 2, (1, 4, 6, B * (5 + C))).astype(np.float32),
+         "q": rng.normal(0, 2, (1, 2, 3, B * (5 + C))).astype(np.float32)}
+    c = R.decode_yolo(t, out, C, 0.3)
+    want = brute_yolo(t, out, C, 0.3)
+    assert c.order.tolist() == [w[0] for w in want]
+    assert c.classes.tolist() == [w[1] for w in want]
+    np.testing.assert_allclose(c.scores, [w[2] for w in want], rtol=1e-12)
+    np.testing.assert_allclose(c.boxes, np.array([w[3] for w in want]).reshape(-1, 4), rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_letterbox_content_maps_to_frame(seed):
+    rng = np.random.default_rng(seed)
+    W, H, w, h = (int(v) for v in rng.integers(1, 2000, 4))
+    for mode in ("letterbox", "stretch"):
+        t = R.make_transform(W, H, w, h, mode)
+        nw, nh = round(W * t.sx), round(H * t.sy)
+        assert 1 <= nw <= w and 1 <= nh <= h
+        if mode == "letterbox":
+            assert nw == w or nh == h or nw == 1 or nh == 1
+            assert (t.pad_x, t.pad_y) == ((w - nw) // 2, (h - nh) // 2)
+        np.testing.assert_allclose(t.to_source((t.pad_x, t.pad_y, t.pad_x + nw, t.pad_y + nh)), (0, 0, W, H),
+                                   rtol=1e-12, atol=1e-9)
+
+
 # ------------------------------------------------------------------- odapi
 
 
@@ -224,6 +280,50 @@ def test_mask_paste_hand():
     assert s.tolist() == [0.234375]
 
 
+def brute_mask(m, box, W, H, thr):
+    """The mask paste of the spec, one pixel at a time."""
+    X1, Y1, X2, Y2 = box
+    mh, mw = m.shape
+
+    def idx(t, n):
+        lo = math.floor(t)
+        frac = t - lo
+        hi = lo + 1
+        if lo < 0:
+            lo = hi = 0
+            frac = 0.0
+        if lo + 1 > n - 1:
+            hi = n - 1
+            if lo >= n - 1:
+                lo, frac = n - 1, 0.0
+        return lo, hi, frac
+
+    out = np.zeros((H, W), np.uint8)
+    for y in range(H):
+        for x in range(W):
+            if not (X1 <= x + 0.5 < X2 and Y1 <= y + 0.5 < Y2):
+                continue
+            u0, u1, fu = idx((x + 0.5 - X1) / (X2 - X1) * mw - 0.5, mw)
+            v0, v1, fv = idx((y + 0.5 - Y1) / (Y2 - Y1) * mh - 0.5, mh)
+            top = m[v0, u0] * (1 - fu) + m[v0, u1] * fu
+            bot = m[v1, u0] * (1 - fu) + m[v1, u1] * fu
+            out[y, x] = top * (1 - fv) + bot * fv >= thr
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_mask_paste_vs_loop(seed):
+    rng = np.random.default_rng(seed)
+    W, H = int(rng.integers(5, 40)), int(rng.integers(5, 40))
+    mh, mw = int(rng.integers(1, 8)), int(rng.integers(1, 8))
+    m = rng.uniform(0, 1, (mh, mw))
+    x1, y1 = rng.uniform(-20, 40, 2)
+    box = (x1, y1, x1 + rng.uniform(0.1, 40), y1 + rng.uniform(0.1, 40))
+    thr = float(rng.choice([0.3, 0.5, 0.7]))
+    assert R.paste_mask(m, box, W, H, thr).tolist() == brute_mask(m, box, W, H, thr).tolist()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools 2.0.11 + numpy 2 (mask.decode)
 def test_odapi_masks_rle():
     pytest.importorskip("pycocotools")
     from pycocotools import mask as mask_util

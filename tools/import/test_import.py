@@ -27,6 +27,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -47,6 +48,9 @@ TFMODELS = ROOT / "bin" / "tfmodels"
 RUN_MJS = HERE / "tfjsref" / "run.mjs"
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
 WORKERS = 2
+
+# Keras 3 on numpy 2 warns about __array__(copy=...) in model(x): not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 # How far the imported model (through the Go binding) and the golden outputs
 # may be from the source's own runtime.
@@ -122,9 +126,11 @@ def go_check(imp: Imported) -> dict[str, float]:
     for key, shape, delta in found:
         assert key in imp.outputs, f"tfmodels checked output {key!r}, the golden outputs are {list(imp.outputs)}"
         assert [int(s) for s in shape.split()] == list(imp.outputs[key].shape)
-        deltas[key] = float(delta)
+        d = float(delta)
+        # Δ is printed with one significant digit (%.1g): the true value is below d + half a unit of it.
+        deltas[key] = d + 0.5 * 10 ** math.floor(math.log10(d)) if d > 0 else 0.0
     assert set(deltas) == set(imp.outputs)
-    assert all(d <= TOL for d in deltas.values()), f"the Go binding differs from the source: {deltas}"
+    assert all(d <= TOL for d in deltas.values()), f"the Go binding differs from the source: {lines[0]}"
     return deltas
 
 
@@ -307,6 +313,10 @@ class Runs:
 
 @pytest.fixture(scope="session")
 def runs(request, tmp_path_factory):
+    missing = [str(p) for p in (CLI, TFMODELS, HERE / "tfjsref" / "node_modules") if not p.exists()]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run `make build` and `cd tools/import/tfjsref && npm ci --no-audit --no-fund`",
+                    pytrace=False)
     selected = {getattr(item, "originalname", item.name) for item in request.session.items}
     wanted = {n: j for n, j in JOBS.items() if j.tests & selected}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS)
@@ -927,19 +937,6 @@ def test_manifest_scaffold_for_a_dynamic_batch_model_has_no_batch_and_default_to
     assert spread is not None
     assert man["validation"]["tolerance"] == pytest.approx(max(1e-5, 10 * spread))
     assert man["source"]["format"] == "tfjs"
-
-
-@job("test_manifest_softmax_true_when_the_graph_does_not_end_in_softmax")
-def manifest_logits(d, _):
-    model = write_tfjs_model(d / "model", last_op="Identity")
-    labels = d / "labels.txt"
-    labels.write_text("".join(f"class{i}\n" for i in range(CLASSES)))
-    return run_import(d, model.json, "--task", "classify", "--labels", labels, name="logits")
-
-
-def test_manifest_softmax_true_when_the_graph_does_not_end_in_softmax(runs, tmp_path):
-    imp, _ = check_tfjs_import(runs("manifest_logits"), tmp_path)
-    assert imp.manifest["output"] == {"logits": "probs", "softmax": True}
 
 
 # -- validation samples from --samples --------------------------------------------------
