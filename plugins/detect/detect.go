@@ -41,8 +41,8 @@ func parseOptions(raw json.RawMessage, man manifest.Manifest) (options, error) {
 	switch {
 	case !(o.ScoreThreshold >= 0 && o.ScoreThreshold <= 1):
 		return o, fmt.Errorf("score_threshold is %g, must be in [0, 1]", o.ScoreThreshold)
-	case !(o.NMSThreshold > 0 && o.NMSThreshold <= 1):
-		return o, fmt.Errorf("nms_threshold is %g, must be in (0, 1]", o.NMSThreshold)
+	case !(o.NMSThreshold >= 0 && o.NMSThreshold <= 1):
+		return o, fmt.Errorf("nms_threshold is %g, must be in [0, 1] (0: any overlap suppresses)", o.NMSThreshold)
 	case o.MaxDetections < 1:
 		return o, fmt.Errorf("max_detections is %d, must be >= 1", o.MaxDetections)
 	case !(o.MinArea >= 0) || math.IsInf(o.MinArea, 0):

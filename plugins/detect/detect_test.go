@@ -142,7 +142,7 @@ func TestOptionsAreCheckedAndNamed(t *testing.T) {
 	man := manifest.Manifest{Labels: []string{"a", "b"}, Input: manifest.Input{Resize: "letterbox", Height: 96, Width: 96}}
 	for _, tc := range []struct{ options, want string }{
 		{`{"score_threshold": 1.5}`, "score_threshold is 1.5"},
-		{`{"nms_threshold": 0}`, "nms_threshold is 0"},
+		{`{"nms_threshold": 1.2}`, "nms_threshold is 1.2"},
 		{`{"max_detections": 0}`, "max_detections is 0"},
 		{`{"classes": ["a", "zebra"]}`, `classes: "zebra" is not one of the model's labels`},
 		{`{"min_area": -1}`, "min_area is -1"},

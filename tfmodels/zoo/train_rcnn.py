@@ -43,7 +43,8 @@ proposals are not differentiated through):
 MASK CONVENTION (training targets and evaluation paste are inverses): cell
 (i, j) of a 28x28 box-relative mask is centred at box-relative ((i + .5) / 28,
 (j + .5) / 28); pasting samples it bilinearly (edge-clamped) at each image
-pixel centre inside the box, zero outside, threshold 0.5.
+pixel centre in [x1, x2) x [y1, y2), zero elsewhere, threshold 0.5 (as the
+detect plugin does, see detect_ref.paste_mask).
 
 EVALUATION on 300 held-out images (shapes seed 1) through the exported, reloaded
 SavedModel's OD API outputs: box AP@0.5 per class (VOC, all-points
@@ -89,7 +90,7 @@ VERSION = 1
 RPN_BATCH, RPN_POS_FRACTION, RPN_POS_IOU, RPN_NEG_IOU = 256, 0.5, 0.7, 0.3
 ROI_BATCH, ROI_FG_FRACTION, ROI_FG_IOU = 64, 0.25, 0.5
 RPN_BETA, HEAD_BETA = 1.0 / 9.0, 1.0
-TRAIN_PROPOSALS = 300
+MASK_ROIS = 8  # foreground RoIs per image the mask loss sees (the first of the sampled foreground)
 
 
 @dataclasses.dataclass
@@ -101,7 +102,6 @@ class TrainConfig:
     warmup: int = 100
     clipnorm: float = 10.0
     seed: int = 0
-    xla: bool = True  # XLA-compiled step (proposals without NMS, see train_proposals)
 
 
 FASTER_TRAIN = TrainConfig()
@@ -229,61 +229,6 @@ def sample_rois(rois, roi_valid, gt_boxes, gt_classes, gt_valid, key, num=ROI_BA
     }
 
 
-def crop_and_resize(image, boxes, box_ind, size: int):
-    """tf.image.crop_and_resize (bilinear, extrapolation value 0, same sampling points) built
-    from gathers, so the training step compiles with XLA (the export graph keeps the TF op).
-
-    image [N, H, W, C], boxes [R, 4] normalised (ymin, xmin, ymax, xmax), box_ind [R] -> [R, size, size, C].
-    """
-    h, w, c = image.shape[1], image.shape[2], image.shape[3]
-    i = tf.range(size, dtype=tf.float32)
-
-    def coords(lo, hi, dim):
-        v = lo[:, None] * (dim - 1) + i[None, :] * ((hi - lo) * (dim - 1) / (size - 1))[:, None]
-        ok = (v >= 0.0) & (v <= dim - 1.0)
-        f = tf.floor(v)
-        a = tf.clip_by_value(tf.cast(f, tf.int32), 0, dim - 1)
-        b = tf.clip_by_value(tf.cast(tf.math.ceil(v), tf.int32), 0, dim - 1)
-        return a, b, v - f, ok
-
-    y0, y1, ly, oky = coords(boxes[:, 0], boxes[:, 2], h)
-    x0, x1, lx, okx = coords(boxes[:, 1], boxes[:, 3], w)
-    flat = tf.reshape(image, [-1, c])
-    base = tf.cast(box_ind, tf.int32)[:, None, None] * (h * w)
-
-    def g(yy, xx):
-        return tf.gather(flat, base + yy[:, :, None] * w + xx[:, None, :])
-
-    lx = lx[:, None, :, None]
-    top = g(y0, x0) + (g(y0, x1) - g(y0, x0)) * lx
-    bot = g(y1, x0) + (g(y1, x1) - g(y1, x0)) * lx
-    out = top + (bot - top) * ly[:, :, None, None]
-    return tf.where((oky[:, :, None] & okx[:, None, :])[..., None], out, 0.0)
-
-
-def roi_crop(features, boxes, crop: int, pool: str | None):
-    """faster_rcnn.roi_crop with crop_and_resize above: boxes [B, N, 4] -> [B*N, s, s, C]."""
-    b, n = tf.shape(boxes)[0], boxes.shape[1]
-    crops = crop_and_resize(features, tf.reshape(boxes, [-1, 4]), tf.repeat(tf.range(b), n), crop)
-    if pool == "max":
-        crops = tf.nn.max_pool2d(crops, 2, 2, "VALID")
-    elif pool == "avg":
-        crops = tf.nn.avg_pool2d(crops, 2, 2, "VALID")
-    return crops
-
-
-def train_proposals(cls_logits, deltas, anchors, cfg, top_n: int):
-    """Training-time proposals: faster_rcnn.ProposalLayer without its NMS (XLA-compilable):
-    decoded, clipped anchors, min-size filter, the top_n by foreground probability.
-    cls_logits [B, K, 2], deltas [B, K, 4] -> boxes [B, top_n, 4], valid [B, top_n]."""
-    fg = tf.nn.softmax(cls_logits, axis=-1)[..., 1]
-    boxes = faster_rcnn.clip_boxes(faster_rcnn.decode_deltas(anchors[None], deltas))
-    min_h = cfg.rpn_min_size / cfg.size
-    big = (boxes[..., 2] - boxes[..., 0] >= min_h) & (boxes[..., 3] - boxes[..., 1] >= min_h)
-    scores, idx = tf.math.top_k(tf.where(big, fg, -1.0), k=top_n, sorted=True)
-    return tf.gather(boxes, idx, batch_dims=1), tf.cast(scores >= 0.0, tf.float32)
-
-
 def mask_crop_boxes(boxes, mask_size: int, image_size: int):
     """Normalised boxes -> the crop_and_resize boxes sampling the MASK CONVENTION's cell centres.
 
@@ -306,7 +251,8 @@ def mask_targets(gt_masks, rois, gt_index, mask_size: int = mask_rcnn.MASK_SIZE)
     r = rois.shape[1]
     flat = tf.reshape(gt_masks, [-1, h, gt_masks.shape[3], 1])
     ind = tf.reshape(tf.range(b)[:, None] * g + gt_index, [-1])
-    crop = crop_and_resize(flat, tf.reshape(mask_crop_boxes(rois, mask_size, h), [-1, 4]), ind, mask_size)
+    crop = tf.image.crop_and_resize(flat, tf.reshape(mask_crop_boxes(rois, mask_size, h), [-1, 4]), ind,
+                                    [mask_size, mask_size], method="bilinear")
     return tf.reshape(tf.cast(crop[..., 0] >= 0.5, tf.float32), [-1, r, mask_size, mask_size])
 
 
@@ -440,7 +386,7 @@ class Trainer:
                                                        warmup_target=tc.lr, warmup_steps=tc.warmup)
         self.opt = keras.optimizers.Adam(sched, global_clipnorm=tc.clipnorm)
         self.opt.build(model.trainable_variables)
-        self.step = tf.function(self._step, jit_compile=tc.xla)
+        self.step = tf.function(self._step)
 
     def losses(self, images, gt_boxes, gt_classes, gt_valid, gt_masks, seed):
         cfg = self.cfg
@@ -452,18 +398,14 @@ class Trainer:
         labels, targets = rpn_targets(self.anchors, gt_boxes, gt_valid,
                                       tf.random.stateless_uniform([b, k], seed))
         l_rpn_cls, l_rpn_box = rpn_loss(cls2, d4, labels, targets)
-        if self.tc.xla:
-            props, pvalid = train_proposals(tf.stop_gradient(cls2), tf.stop_gradient(d4), self.anchors, cfg,
-                                            TRAIN_PROPOSALS)
-        else:
-            props, pvalid = self.proposals([tf.stop_gradient(rpn_cls), tf.stop_gradient(rpn_deltas)])
+        props, pvalid = self.proposals([tf.stop_gradient(rpn_cls), tf.stop_gradient(rpn_deltas)])
         rois = tf.concat([props, gt_boxes], axis=1)
         rvalid = tf.concat([pvalid, gt_valid], axis=1)
         s = sample_rois(rois, rvalid, gt_boxes, gt_classes, gt_valid,
                         tf.random.stateless_uniform(tf.shape(rvalid), seed + 1))
         r = ROI_BATCH
         pool = "max" if cfg.roi_op == "pool" else "avg"
-        crops = roi_crop(feats, tf.stop_gradient(s["rois"]), 2 * cfg.pool_size, pool)
+        crops = faster_rcnn.roi_crop(feats, tf.stop_gradient(s["rois"]), 2 * cfg.pool_size, pool)
         x = tf.reshape(crops, [-1, cfg.pool_size * cfg.pool_size * feats.shape[-1]])
         for layer in self.head:
             x = layer(x)
@@ -472,9 +414,9 @@ class Trainer:
         l_cls, l_box = head_loss(logits, deltas, s["labels"], s["weights"], s["targets"])
         out = {"rpn_cls": l_rpn_cls, "rpn_box": l_rpn_box, "cls": l_cls, "box": l_box}
         if self.with_masks:
-            nf = int(round(ROI_BATCH * ROI_FG_FRACTION))  # foreground comes first
+            nf = MASK_ROIS  # foreground comes first, in random order
             mrois = tf.stop_gradient(s["rois"][:, :nf])
-            y = roi_crop(feats, mrois, mask_rcnn.MASK_CROP, None)
+            y = faster_rcnn.roi_crop(feats, mrois, mask_rcnn.MASK_CROP, None)
             for layer in self.mask_layers:
                 y = layer(y)
             y = _conv_logits(self.mask_logits, y)
@@ -545,7 +487,8 @@ def load_weights_from_export(model, path: str):
 
 def paste_mask(mask, box, size: int = SIZE):
     """mask [n, n] in [0, 1] (box-relative), box normalised (ymin, xmin, ymax, xmax) -> bool [size, size]
-    (the MASK CONVENTION: bilinear, edge-clamped, zero outside the box, >= 0.5)."""
+    (the MASK CONVENTION: pixels whose centre lies in [x1, x2) x [y1, y2), bilinear, edge-clamped,
+    >= 0.5; the same as detect_ref.paste_mask, i.e. the detect plugin)."""
     n = mask.shape[0]
     y1, x1, y2, x2 = (float(v) * size for v in box)
     out = np.zeros((size, size), bool)
@@ -553,7 +496,7 @@ def paste_mask(mask, box, size: int = SIZE):
         return out
     c = np.arange(size) + 0.5
     ry, rx = (c - y1) / (y2 - y1), (c - x1) / (x2 - x1)
-    iy, ix = np.nonzero((ry >= 0) & (ry <= 1))[0], np.nonzero((rx >= 0) & (rx <= 1))[0]
+    iy, ix = np.nonzero((ry >= 0) & (ry < 1))[0], np.nonzero((rx >= 0) & (rx < 1))[0]
     if not len(iy) or not len(ix):
         return out
 

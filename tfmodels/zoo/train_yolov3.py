@@ -376,7 +376,7 @@ def train(steps: int = STEPS, n_train: int = N_TRAIN, batch: int = BATCH, lr: fl
 
     predict = tf.function(lambda x: model(x, training=False))
     held = shapes.generate(N_EVAL, SIZE, shapes.HELDOUT_SEED) if eval_every else None
-    t1 = time.time()
+    t1, c1 = time.time(), time.process_time()
     acc = None
     for it in range(1, steps + 1):
         x, ys, gt = batches.next(batch)
@@ -387,7 +387,7 @@ def train(steps: int = STEPS, n_train: int = N_TRAIN, batch: int = BATCH, lr: fl
             print(f"first step (tracing) {time.time() - t1:.1f}s", flush=True)
         if it % log_every == 0 or it == steps:
             print(f"step {it}/{steps} loss {acc[0]:.3f} (xy {acc[1]:.3f} wh {acc[2]:.3f} obj {acc[3]:.3f} cls {acc[4]:.3f}) "
-                  f"lr {float(schedule(it)):.2e} {time.time() - t1:.0f}s", flush=True)
+                  f"lr {float(schedule(it)):.2e} {time.time() - t1:.0f}s (cpu {time.process_time() - c1:.0f}s)", flush=True)
         if eval_every and it % eval_every == 0 and it < steps:
             m, aps = evaluate(predict, *held)
             print(f"  held-out mAP@0.5 {m:.4f} {np.round(aps, 4).tolist()}", flush=True)

@@ -308,6 +308,7 @@ class Runs:
         self.sources = sources
 
     def __call__(self, name: str) -> Run:
+        assert name in self.futures, f"job {name!r} was not started: list the test in its @job(...)"
         return self.futures[name].result()
 
 
@@ -317,6 +318,8 @@ def runs(request, tmp_path_factory):
     if missing:
         pytest.fail(f"missing {', '.join(missing)}: run `make build` and `cd tools/import/tfjsref && npm ci --no-audit --no-fund`",
                     pytrace=False)
+    unknown = {t for j in JOBS.values() for t in j.tests if not callable(globals().get(t))}
+    assert not unknown, f"@job names tests that do not exist: {unknown}"
     selected = {getattr(item, "originalname", item.name) for item in request.session.items}
     wanted = {n: j for n, j in JOBS.items() if j.tests & selected}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS)
@@ -326,7 +329,8 @@ def runs(request, tmp_path_factory):
         for n, j in wanted.items():
             if not j.sources:
                 futures[n] = pool.submit(j.fn, tmp_path_factory.mktemp(n), None)
-        sources = make_sources(tmp_path_factory.mktemp("sources"))
+        needed = any(j.sources for j in wanted.values())
+        sources = make_sources(tmp_path_factory.mktemp("sources")) if needed else None
         for n, j in wanted.items():
             if j.sources:
                 futures[n] = pool.submit(j.fn, tmp_path_factory.mktemp(n), sources)
@@ -337,6 +341,7 @@ def runs(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sources(runs) -> Sources:
+    assert runs.sources is not None, "no selected job needs the TensorFlow-made sources"
     return runs.sources
 
 
