@@ -89,11 +89,18 @@ RACE_PKGS := ./daemon/ ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./d
 test-race: deps
 	go test -race -count=1 -timeout 10m $(RACE_PKGS)
 
-test-go: sysdeps build models models-real tfmodels/testdata/.fixtures run/inbox
+test-go: sysdeps build models models-real tfmodels/testdata/.fixtures plugins/detect/testdata/cases/.done run/inbox
 	EDGEINFER_MODELS=$(CURDIR)/$(MODELS) EDGEINFER_REAL_MODELS=$(CURDIR)/models-real go test -count=1 -timeout 30m ./...
 
 test-py: deps build import-deps
 	$(PY) -m pytest -q tfmodels/zoo tools/import
+
+## The detect decoders' cases: raw outputs of the zoo detectors (and the real
+## CenterNet) with what the numpy reference (tfmodels/zoo/detect_ref.py) makes of them.
+plugins/detect/testdata/cases/.done: $(MODELS)/.tiny models-real plugins/detect/testdata/make_cases.py tfmodels/zoo/detect_ref.py
+	rm -rf plugins/detect/testdata/cases
+	$(PY) plugins/detect/testdata/make_cases.py $(MODELS) plugins/detect/testdata/cases
+	touch $@
 
 tfmodels/testdata/.fixtures: $(VENV)/.installed tfmodels/testdata/make_fixtures.py
 	$(PY) tfmodels/testdata/make_fixtures.py tfmodels/testdata/fixtures

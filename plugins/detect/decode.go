@@ -71,7 +71,8 @@ type detection struct {
 
 // postprocess maps candidates to the source frame and filters them, in
 // this order: drop non-finite or inverted boxes, map to the source and
-// clip, the class filter, min_area, NMS (when the decoder needs it), then
+// clip, the class filter, empty boxes (nothing inside the frame) and
+// min_area, NMS (when the decoder needs it), then
 // the best max_detections. Ties are broken by class, then by the order the
 // model gave the candidates.
 func postprocess(cands []candidate, tr imageprep.Transform, w, h int, o options, nms bool) []detection {
@@ -88,7 +89,7 @@ func postprocess(cands []candidate, tr imageprep.Transform, w, h int, o options,
 		if o.classSet != nil && !o.classSet[c.class] {
 			continue
 		}
-		if clipped.Area() < o.MinArea {
+		if a := clipped.Area(); a <= 0 || a < o.MinArea { // nothing of it in the frame, or too small
 			continue
 		}
 		ds = append(ds, detection{Detection: boxes.Detection{Box: clipped, Class: c.class, Score: c.score}, unclipped: src, mask: c.mask})

@@ -170,7 +170,7 @@ func TestLoadRefusesModelsThatDoNotFit(t *testing.T) {
 		{"lenet5", "", `task is "classify", this plugin serves detect_yolo, detect_rcnn, detect_rows, detect_anchorfree`},
 		{"yolov3", `s/^labels = .*/labels = ["a", "b"]/`, `output "grid_s8" is [-1 12 12 24], want [batch, rows, cols, 21] (3 anchors x (5 + 2 labels))`},
 		{"anchorfree", `s/"channels_first"/"channels_last"/`, "want [batch, N, 4+C] with 7 = 4 + 3 labels"},
-		{"faster_rcnn", `s/^boxes = .*/boxes = "detection_scores"/`, `output "detection_scores" is [-1 -1], the Object Detection API's has rank 3 ending in 4`},
+		{"faster_rcnn", `s/^boxes = .*/boxes = "detection_scores"/`, `output "detection_scores" is [-1 20], the Object Detection API's has rank 3 ending in 4`},
 	} {
 		t.Run(tc.model, func(t *testing.T) {
 			dir := modelDir(t, tc.model)

@@ -14,7 +14,8 @@ Pipeline (`detect`):
                                  candidate order, mask row)
     postprocess(...)          a. drop non-finite box/score and x2 < x1 / y2 < y1
                               b. map to the source frame, clip to [0,W]x[0,H]
-                              c. class filter, then min_area
+                              c. class filter, then drop empty boxes (clipped
+                                 area 0: outside the frame, or flat) and min_area
                               d. greedy NMS (per class unless class_agnostic)
                               e. sort by (-score, class, order), cut to max_detections
     masks (odapi)             bilinear-resample each kept mask over its mapped
@@ -417,14 +418,14 @@ def postprocess(c: Candidates, tf: Transform, options: dict, nms_enabled: bool,
     # b. source frame, clipped
     mapped = tf.to_source_many(c.boxes)
     clipped = tf.clip(mapped)
-    # c. class filter, then min_area
+    # c. class filter, then empty boxes (nothing inside the frame) and min_area
     keep = np.ones(len(c), dtype=bool)
     if o["classes"] is not None:
         keep &= np.isin(c.classes, np.asarray(list(o["classes"]), dtype=np.int64))
     areas = np.maximum(clipped[:, 2] - clipped[:, 0], 0) * np.maximum(clipped[:, 3] - clipped[:, 1], 0)
     if diag is not None:
         diag["areas"] = areas[keep]
-    keep &= ~(areas < float(o["min_area"]))
+    keep &= (areas > 0) & ~(areas < float(o["min_area"]))
     sel = np.nonzero(keep)[0]
     c, mapped, clipped = c.take(sel), mapped[sel], clipped[sel]
     cs = Candidates(clipped, c.classes, c.scores, c.order)
