@@ -106,6 +106,7 @@ def run(a) -> str:
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")  # the TF1 graph API's deprecation notices
     from . import repository, samples
+    repository.check_flags(a)
     if a.checksums:
         verify_checksums(a.checksums)
     version = repository.next_version(a.repo, a.name, a.version)

@@ -70,12 +70,16 @@ def _shape(s: tf.TensorShape) -> list | None:
     return None if s.rank is None else [-1 if d is None else d for d in s.as_list()]
 
 
-def _graph_tensors(gd: graph_pb2.GraphDef, names: dict[str, str]) -> dict[str, Tensor]:
+def _graph_tensors(gd: graph_pb2.GraphDef, names: dict[str, str], what: str, source: str) -> dict[str, Tensor]:
     with tf.Graph().as_default() as g:
         tf.graph_util.import_graph_def(gd, name="")
         out = {}
         for k, n in names.items():
-            t = g.get_tensor_by_name(graph.tensor_name(n))
+            try:
+                t = g.get_tensor_by_name(graph.tensor_name(n))
+            except (KeyError, ValueError):
+                op = g.get_operation_by_name(graph.node_name(n))
+                raise ImportFailed(f"{source}: {what} {k}={n}: node {op.name!r} has {len(op.outputs)} output(s)")
             out[k] = Tensor(graph.tensor_name(n), _shape(t.shape), t.dtype)
     return out
 
@@ -107,7 +111,7 @@ def from_graph(gd: graph_pb2.GraphDef, path: str, inputs: list[str], outputs: li
         raise ImportFailed(f"{path}: name the outputs with --output KEY=TENSOR")
     graph.check_tensors(gd, ins, "input", path)
     graph.check_tensors(gd, outs, "output", path)
-    tin, tout = _graph_tensors(gd, ins), _graph_tensors(gd, outs)
+    tin, tout = _graph_tensors(gd, ins, "input", path), _graph_tensors(gd, outs, "output", path)
 
     def run(feeds):
         return graph.run_graph(gd, {ins[k]: v for k, v in feeds.items()}, outs, rows=fixed_batch(tin))

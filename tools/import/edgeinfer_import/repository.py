@@ -101,6 +101,15 @@ def _set(man: dict, assignment: str) -> None:
     d[leaf] = v
 
 
+LABELLED = ("classify", "detect_yolo", "detect_rcnn", "detect_rows", "detect_anchorfree", "segment", "video")
+
+
+def check_flags(a) -> None:
+    """What can be refused before anything is read."""
+    if a.task in LABELLED and not a.labels and "labels" not in {s.split("=", 1)[0] for s in a.set}:
+        raise ImportFailed(f"--task {a.task} needs the class names: --labels FILE (one per line)")
+
+
 def final_op(gd, tensor: str) -> str:
     """The op that makes tensor, looking through Identity nodes."""
     nodes = {n.name: n for n in gd.node}

@@ -60,7 +60,7 @@ def read(model_json: str) -> tuple[graph_pb2.GraphDef, dict]:
             raise ImportFailed(f"{model_json}: weight {name!r} has no Const node in the graph")
         n.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value))
         n.attr["dtype"].type = n.attr["value"].tensor.dtype
-    missing = [n.name for n in consts.values() if not n.attr["value"].HasField("tensor")]
+    missing = [n for n in consts if n not in weights]
     if missing:
         raise ImportFailed(f"{model_json}: Const node{'s' if len(missing) > 1 else ''} {', '.join(missing[:5])} "
                            "without a value in the weights manifest")
@@ -87,9 +87,9 @@ def read_weights(model_json: str, manifest: list) -> dict[str, np.ndarray]:
                 raise ImportFailed(f"{model_json}: weight {name!r} has dtype {dtype!r}; edgeinfer-import reads {', '.join(_DTYPES)}")
             count = int(np.prod(shape)) if shape else 1
             q = w.get("quantization")
+            if q and q.get("dtype") not in _QUANT:
+                raise ImportFailed(f"{model_json}: weight {name!r} is quantized as {q.get('dtype')!r}; known: {', '.join(_QUANT)}")
             stored = np.dtype(_QUANT[q["dtype"]] if q else _DTYPES[dtype])
-            if q and q["dtype"] not in _QUANT:
-                raise ImportFailed(f"{model_json}: weight {name!r} is quantized as {q['dtype']!r}; known: {', '.join(_QUANT)}")
             size = count * stored.itemsize
             if off + size > len(buf):
                 raise ImportFailed(f"{model_json}: weight shards of group {gi} ({', '.join(group.get('paths', []))}) hold "
@@ -97,9 +97,10 @@ def read_weights(model_json: str, manifest: list) -> dict[str, np.ndarray]:
             raw = np.frombuffer(buf, dtype=stored.newbyteorder("<"), count=count, offset=off)
             off += size
             if q and q["dtype"] in ("uint8", "uint16"):
-                value = raw.astype(np.float32) * np.float32(q["scale"]) + np.float32(q["min"])
-                if dtype == "int32":
-                    value = np.round(value).astype(np.int32)
+                # As TF.js does (io_utils): in double precision, rounded to
+                # float32 once; int32 weights round halves up (Math.round).
+                v64 = raw.astype(np.float64) * float(q["scale"]) + float(q["min"])
+                value = np.floor(v64 + 0.5).astype(np.int32) if dtype == "int32" else v64.astype(np.float32)
             else:
                 value = raw.astype(_DTYPES[dtype] if dtype != "float16" else np.float32)
             out[name] = value.reshape(shape)
@@ -155,8 +156,9 @@ class _Rewriter:
             return self.prelu(name, x, alpha_input, t)
         attrs = {}
         if act == "LeakyRelu":
-            alpha = n.attr["leakyrelu_alpha"].f if "leakyrelu_alpha" in n.attr else n.attr["alpha"].f
-            attrs["alpha"] = attr_value_pb2.AttrValue(f=alpha or 0.2)
+            key = "leakyrelu_alpha" if "leakyrelu_alpha" in n.attr else "alpha"
+            alpha = n.attr[key].f if key in n.attr else 0.2  # TensorFlow's default slope
+            attrs["alpha"] = attr_value_pb2.AttrValue(f=alpha)
         return self.node(name, act, [x], t, **attrs)
 
     def fused(self, n: node_def_pb2.NodeDef, source: str) -> None:
