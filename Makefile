@@ -140,9 +140,10 @@ run/inbox:
 	mkdir -p $@
 
 ## run-real: the daemon on config.real.toml: a real facial-expression
-## classifier (imported from TF.js) over the two real face photos.
+## classifier over two real face photos and a real COCO detector over four
+## real photos (both imported from TF.js).
 run-real: models-real
-	mkdir -p run/faces && cp build/real/photos/faces/*.png run/faces/
+	mkdir -p run/faces run/photos && cp build/real/photos/faces/*.png run/faces/ && cp build/real/photos/*.jpg build/real/photos/*.png run/photos/
 	$(BIN)/edgeinferd -config config.real.toml
 
 ## watch: print what the demo daemon publishes.
