@@ -149,7 +149,12 @@ func (d *Daemon) apply(old, next *config.Config) {
 }
 
 func settingsOf(pc config.Pipeline) pipeline.Settings {
-	return pipeline.Settings{Timeout: pc.Timeout.Duration, Retries: pc.Retries}
+	s := pipeline.Settings{Timeout: pc.Timeout.Duration, Retries: pc.Retries}
+	if pc.Tracker != nil {
+		tc := config.TrackConfig(pc.Tracker)
+		s.Tracker = &tc
+	}
+	return s
 }
 
 // startSensor builds the sensor called name from the running config and

@@ -26,6 +26,8 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/edgeinfer/edgeinfer/sensors"
+
+	"github.com/edgeinfer/edgeinfer/daemon/track"
 )
 
 // Config is a checked config.toml.
@@ -128,6 +130,16 @@ type Pipeline struct {
 	// killed and restarted, and the frame tried once more.
 	Timeout Duration       `toml:"timeout"`
 	Options map[string]any `toml:"options"` // the task's options, passed to the plugin
+	// Tracker, when the table is present, gives a detector's objects track
+	// ids across frames and publishes object_entered / object_left.
+	Tracker *Tracker `toml:"tracker"`
+}
+
+// Tracker is a pipeline's [pipelines.<name>.tracker] table (daemon/track).
+type Tracker struct {
+	IoU     float64  `toml:"iou"`      // least overlap with a track's predicted box (default 0.3)
+	MaxAge  Duration `toml:"max_age"`  // unseen this long, an object has left (default 1s)
+	MinHits int      `toml:"min_hits"` // detections before an object has entered (default 2)
 }
 
 // Duration is a time.Duration written as "500ms", "30s".
@@ -515,6 +527,12 @@ func (c *Config) checkPipelines() error {
 		if err := c.positive(key+".timeout", p.Timeout); err != nil {
 			return err
 		}
+		if tc := p.Tracker; tc != nil {
+			if err := TrackConfig(tc).Validate(); err != nil {
+				field, _, _ := strings.Cut(err.Error(), " ")
+				return c.errf(key+".tracker."+field, "%s", err)
+			}
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Sensors)) {
 		if !used[name] {
@@ -539,4 +557,9 @@ func (c *Config) checkUndecoded() error {
 	}
 	sort.Slice(keys, func(i, j int) bool { return lineOf(c.lines, keys[i]) < lineOf(c.lines, keys[j]) })
 	return c.errf(keys[0], "unknown key")
+}
+
+// TrackConfig is the tracker's config with its defaults.
+func TrackConfig(t *Tracker) track.Config {
+	return track.Config{IoU: t.IoU, MaxAge: t.MaxAge.Duration, MinHits: t.MinHits}.Defaults()
 }

@@ -26,6 +26,8 @@ import (
 	"github.com/edgeinfer/edgeinfer/daemon/serving"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/sensors"
+
+	"github.com/edgeinfer/edgeinfer/daemon/track"
 )
 
 // Publisher sends a result to the broker and calls then once the broker
@@ -51,6 +53,7 @@ type Env struct {
 type Settings struct {
 	Timeout time.Duration // one inference; longer kills the plugin process
 	Retries int           // tries again of a frame whose process died
+	Tracker *track.Config // track a detector's objects across frames; nil: no tracking
 }
 
 // Pipeline is one pipeline's worker.
@@ -66,6 +69,11 @@ type Pipeline struct {
 	// waiting for the old one to serve goes to wait for the new one.
 	moved context.Context
 	move  context.CancelFunc
+
+	// tracker lives as long as the pipeline and its tracker config, across
+	// model versions and plugin restarts. Only the worker goroutine uses it.
+	tracker    *track.Tracker
+	trackerCfg track.Config
 
 	frames, results, failed, restarts atomic.Uint64
 	latMu                             sync.Mutex
@@ -141,6 +149,11 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 		p.fail(j, model, err)
 		return
 	}
+	set, _, _ := p.current()
+	if res.Output, err = p.track(set, f.Time, res.Output); err != nil {
+		p.fail(j, model, err)
+		return
+	}
 	t := res.Timings
 	inside := t.Preprocess + t.Inference + t.Postprocess
 	v := lease.Version()
@@ -176,6 +189,34 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 	if p.env.LogResults {
 		p.env.Logger.Info("result", "source", f.Source, "version", v.Version, "output", string(res.Output), "total_ms", r.Timings.Total)
 	}
+}
+
+// track gives the detections of a result their track ids and publishes
+// the objects that entered or left, when the pipeline tracks. A new tracker
+// config starts new tracks.
+func (p *Pipeline) track(set Settings, at time.Time, out json.RawMessage) (json.RawMessage, error) {
+	if set.Tracker == nil {
+		p.tracker = nil
+		return out, nil
+	}
+	if p.tracker == nil || p.trackerCfg != *set.Tracker {
+		p.tracker, p.trackerCfg = track.New(*set.Tracker), *set.Tracker
+	}
+	out, changes, err := p.tracker.Apply(at, out)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range changes {
+		typ := payload.EventObjectLeft
+		if c.Entered {
+			typ = payload.EventObjectEntered
+		}
+		o := c.Object
+		p.env.Event(payload.Event{Type: typ, Pipeline: p.name, Message: fmt.Sprintf("%s #%d %s", o.Label, o.ID, map[bool]string{true: "entered", false: "left"}[c.Entered]),
+			Attrs: map[string]any{"track_id": o.ID, "label": o.Label, "class": o.Class, "first_seen": o.FirstSeen.UTC(), "last_seen": o.LastSeen.UTC(),
+				"best_score": o.BestScore, "box": o.Box}})
+	}
+	return out, nil
 }
 
 // fail publishes a frame's failure and finishes it.
