@@ -106,11 +106,11 @@ def run(a) -> str:
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")  # the TF1 graph API's deprecation notices
     from . import repository, samples
-    repository.check_flags(a)
     if a.checksums:
         verify_checksums(a.checksums)
     version = repository.next_version(a.repo, a.name, a.version)
     src = read_source(a)
+    repository.check_flags(a)
     spec = samples.InputSpec.of(src, a)
     feeds = samples.feeds(src, spec, a.samples)
     ref = src.run(feeds)

@@ -105,7 +105,7 @@ LABELLED = ("classify", "detect_yolo", "detect_rcnn", "detect_rows", "detect_anc
 
 
 def check_flags(a) -> None:
-    """What can be refused before anything is read."""
+    """What can be refused once the source is read, before it is run."""
     if a.task in LABELLED and not a.labels and "labels" not in {s.split("=", 1)[0] for s in a.set}:
         raise ImportFailed(f"--task {a.task} needs the class names: --labels FILE (one per line)")
 
