@@ -1,18 +1,15 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"image"
-	"image/png"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/edgeinfer/edgeinfer/internal/mosquitto"
+	"github.com/edgeinfer/edgeinfer/plugins/common/boxes"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
@@ -28,48 +25,7 @@ type published struct {
 }
 
 func iou(a, b [4]float64) float64 {
-	iw := math.Min(a[2], b[2]) - math.Max(a[0], b[0])
-	ih := math.Min(a[3], b[3]) - math.Max(a[1], b[1])
-	if iw <= 0 || ih <= 0 {
-		return 0
-	}
-	in := iw * ih
-	return in / ((a[2]-a[0])*(a[3]-a[1]) + (b[2]-b[0])*(b[3]-b[1]) - in)
-}
-
-// rgbPNGs turns a version's golden RGB input back into the 8-bit images it
-// was made from (pixel = (value * std + mean) / scale).
-func rgbPNGs(t *testing.T, dir string, man manifest.Manifest) [][]byte {
-	t.Helper()
-	in, err := npy.Read(filepath.Join(dir, "golden", "input_"+man.Input.Key+".npy"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := in.Float32s()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, h, w := int(in.Shape[0]), int(in.Shape[1]), int(in.Shape[2])
-	var out [][]byte
-	for i := range n {
-		img := image.NewNRGBA(image.Rect(0, 0, w, h))
-		for p := range w * h {
-			for c := range 3 {
-				v := (float64(x[(i*w*h+p)*3+c])*man.Input.Std[c] + man.Input.Mean[c]) / man.Input.Scale
-				if math.Abs(v-math.Round(v)) > 1e-3 || v < -0.5 || v > 255.5 {
-					t.Fatalf("%s: golden input value %g is not an 8-bit pixel", dir, v)
-				}
-				img.Pix[p*4+c] = uint8(math.Round(v))
-			}
-			img.Pix[p*4+3] = 255
-		}
-		var b bytes.Buffer
-		if err := png.Encode(&b, img); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b.Bytes())
-	}
-	return out
+	return boxes.IoU(boxes.Box{X1: a[0], Y1: a[1], X2: a[2], Y2: a[3]}, boxes.Box{X1: b[0], Y1: b[1], X2: b[2], Y2: b[3]})
 }
 
 // The COCO detector imported from the TF.js graph model in
@@ -93,7 +49,7 @@ func TestARealDetectorImportedFromTFJSFindsWhatTFJSFindsOnRealPhotos(t *testing.
 	if err != nil {
 		t.Fatal(err)
 	}
-	pngs := rgbPNGs(t, dir, man)
+	pngs := goldenPNGs(t, dir, man)
 	n, k := int(ref.Shape[1]), int(ref.Shape[2])
 	const thr, nmsThr = 0.3, 0.45
 
@@ -110,15 +66,7 @@ max_detections = 100
 	if vs := w.serving(t, p, "centernet", "objects"); vs.Validation == nil || vs.Validation.Samples != len(pngs) {
 		t.Fatalf("centernet serves without checking its %d samples: %+v", len(pngs), vs.Validation)
 	}
-	for i, b := range pngs {
-		name := fmt.Sprintf("photo-%d.png", i)
-		if err := os.WriteFile(filepath.Join(inbox, "."+name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(filepath.Join(inbox, "."+name), filepath.Join(inbox, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dropImages(t, inbox, "photo-%d.png", pngs)
 	waitFor(t, p, 60*time.Second, "a result per photo", func() bool { return len(w.all("objects/result")) >= len(pngs) })
 
 	tol := man.Validation.Tolerance

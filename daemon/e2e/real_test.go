@@ -30,11 +30,11 @@ func realModels(t *testing.T) string {
 	return dir
 }
 
-// samplePNGs turns a version's golden input (real photos, preprocessed by
+// goldenPNGs turns a version's golden input (real photos, preprocessed by
 // edgeinfer-import) back into the 8-bit images it was made from:
-// pixel = (value * std + mean) / scale. A gray model's samples are gray
-// PNGs, which the plugin reads back to exactly these values.
-func samplePNGs(t *testing.T, dir string, man manifest.Manifest) [][]byte {
+// pixel = (value * std + mean) / scale, gray or RGB. The plugins read these
+// back to exactly the golden values (no resize: they are at the input size).
+func goldenPNGs(t *testing.T, dir string, man manifest.Manifest) [][]byte {
 	t.Helper()
 	in, err := npy.Read(filepath.Join(dir, "golden", "input_"+man.Input.Key+".npy"))
 	if err != nil {
@@ -45,18 +45,31 @@ func samplePNGs(t *testing.T, dir string, man manifest.Manifest) [][]byte {
 		t.Fatal(err)
 	}
 	n, h, w, c := int(in.Shape[0]), int(in.Shape[1]), int(in.Shape[2]), int(in.Shape[3])
-	if c != 1 {
-		t.Fatalf("%s: samples have %d channels; this test writes gray images", dir, c)
+	pixel := func(v float64, ch int) uint8 {
+		p := (v*man.Input.Std[ch] + man.Input.Mean[ch]) / man.Input.Scale
+		if math.Abs(p-math.Round(p)) > 1e-3 || p < -0.5 || p > 255.5 {
+			t.Fatalf("%s: golden input value %g is not an 8-bit pixel (%g)", dir, v, p)
+		}
+		return uint8(math.Round(p))
 	}
 	var out [][]byte
-	for i := 0; i < n; i++ {
-		img := image.NewGray(image.Rect(0, 0, w, h))
-		for j := range img.Pix {
-			v := (float64(x[i*h*w+j])*man.Input.Std[0] + man.Input.Mean[0]) / man.Input.Scale
-			if math.Abs(v-math.Round(v)) > 1e-3 || v < -0.5 || v > 255.5 {
-				t.Fatalf("%s: golden input value %g is not an 8-bit pixel (%g)", dir, x[i*h*w+j], v)
+	for i := range n {
+		var img image.Image
+		if c == 1 {
+			g := image.NewGray(image.Rect(0, 0, w, h))
+			for j := range g.Pix {
+				g.Pix[j] = pixel(float64(x[i*h*w+j]), 0)
 			}
-			img.Pix[j] = uint8(math.Round(v))
+			img = g
+		} else {
+			rgba := image.NewNRGBA(image.Rect(0, 0, w, h))
+			for p := range w * h {
+				for ch := range 3 {
+					rgba.Pix[p*4+ch] = pixel(float64(x[(i*w*h+p)*3+ch]), ch)
+				}
+				rgba.Pix[p*4+3] = 255
+			}
+			img = rgba
 		}
 		var b bytes.Buffer
 		if err := png.Encode(&b, img); err != nil {
@@ -65,6 +78,21 @@ func samplePNGs(t *testing.T, dir string, man manifest.Manifest) [][]byte {
 		out = append(out, b.Bytes())
 	}
 	return out
+}
+
+// dropImages writes each image into dir as a camera would (a hidden name,
+// then renamed), named by format with its index.
+func dropImages(t *testing.T, dir, format string, images [][]byte) {
+	t.Helper()
+	for i, b := range images {
+		name := fmt.Sprintf(format, i)
+		if err := os.WriteFile(filepath.Join(dir, "."+name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "."+name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // The facial-expression classifier imported from the TF.js graph model in
@@ -89,7 +117,7 @@ func TestARealClassifierImportedFromTFJSGivesTheOriginalsScoresThroughTheDaemon(
 	if err != nil {
 		t.Fatal(err)
 	}
-	pngs := samplePNGs(t, dir, man)
+	pngs := goldenPNGs(t, dir, man)
 	if len(pngs) < 2 || len(scores) != len(pngs)*len(man.Labels) {
 		t.Fatalf("%d samples, %d scores for %d labels", len(pngs), len(scores), len(man.Labels))
 	}
@@ -105,15 +133,7 @@ top_k = %d
 	if vs := w.serving(t, p, "emotion", "emotion"); vs.Validation == nil || vs.Validation.Samples != len(pngs) {
 		t.Fatalf("emotion serves without checking its %d samples: %+v", len(pngs), vs.Validation)
 	}
-	for i, b := range pngs {
-		name := fmt.Sprintf("face-%d.png", i)
-		if err := os.WriteFile(filepath.Join(inbox, "."+name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(filepath.Join(inbox, "."+name), filepath.Join(inbox, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dropImages(t, inbox, "face-%d.png", pngs)
 	waitFor(t, p, 60*time.Second, "a result per face", func() bool { return len(w.all("emotion/result")) >= len(pngs) })
 
 	tol := man.Validation.Tolerance

@@ -18,6 +18,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/edgeinfer/edgeinfer/plugins/common/boxes"
 )
 
 // Config is a pipeline's [pipelines.<name>.tracker] table.
@@ -58,13 +60,7 @@ func (c Config) Validate() error {
 type Box [4]float64
 
 func iou(a, b Box) float64 {
-	iw := math.Min(a[2], b[2]) - math.Max(a[0], b[0])
-	ih := math.Min(a[3], b[3]) - math.Max(a[1], b[1])
-	if iw <= 0 || ih <= 0 {
-		return 0
-	}
-	in := iw * ih
-	return in / ((a[2]-a[0])*(a[3]-a[1]) + (b[2]-b[0])*(b[3]-b[1]) - in)
+	return boxes.IoU(boxes.Box{X1: a[0], Y1: a[1], X2: a[2], Y2: a[3]}, boxes.Box{X1: b[0], Y1: b[1], X2: b[2], Y2: b[3]})
 }
 
 // Detection is what the tracker needs of one detection.
