@@ -102,10 +102,10 @@ class TrainConfig:
     warmup: int = 100
     clipnorm: float = 10.0
     seed: int = 0
+    freeze: tuple = ()  # layer-name prefixes kept fixed (e.g. ("block1_",))
 
 
-FASTER_TRAIN = TrainConfig()
-MASK_TRAIN = TrainConfig(steps=1200, lr=1e-3, warmup=50)
+TRAIN = TrainConfig(n_train=4000, batch=8, steps=2500, lr=2e-3, warmup=100)
 
 
 def shapes_module():
@@ -246,7 +246,7 @@ def mask_crop_boxes(boxes, mask_size: int, image_size: int):
 
 def mask_targets(gt_masks, rois, gt_index, mask_size: int = mask_rcnn.MASK_SIZE):
     """gt_masks [B, G, H, W] (0/1), rois [B, R, 4], gt_index [B, R] -> [B, R, n, n] float 0/1 targets."""
-    gt_masks = tf.convert_to_tensor(gt_masks, tf.float32)
+    gt_masks = tf.cast(gt_masks, tf.float32)
     b, g, h = tf.shape(gt_masks)[0], tf.shape(gt_masks)[1], gt_masks.shape[2]
     r = rois.shape[1]
     flat = tf.reshape(gt_masks, [-1, h, gt_masks.shape[3], 1])
@@ -365,27 +365,51 @@ def _conv_logits(layer, x):
     return y + layer.bias.value
 
 
-class Trainer:
-    """One training step over the layers of an export model (shared by name)."""
+TRUNK_PREFIXES = ("block", "rpn_")  # the backbone and RPN layers the two exports share
 
-    def __init__(self, model, tc: TrainConfig, with_masks: bool):
-        self.model, self.tc, self.with_masks = model, tc, with_masks
-        cfg = self.cfg = model.rcnn_config
-        g = model.get_layer
-        self.trunk = keras.Model(model.input, [g("block5_conv3").output, g("rpn_cls_logits").output,
-                                               g("rpn_bbox_deltas").output])
+
+def is_trunk(layer) -> bool:
+    return layer.name.startswith(TRUNK_PREFIXES)
+
+
+class Trainer:
+    """One training step over the layers of export models (called directly, so trained and
+    exported weights are the same variables).
+
+    models[0] supplies the backbone and RPN (copy them into the others afterwards, copy_weights
+    with trunk=True); every model's box head (fc6 .. bbox_pred, with its own RoI op: max pooling
+    for Faster R-CNN, average pooling for Mask R-CNN) is trained on the same sampled RoIs, and a
+    model with a mask head trains it on the first MASK_ROIS foreground RoIs of each image.
+    """
+
+    def __init__(self, models, tc: TrainConfig):
+        self.models, self.tc = list(models), tc
+        m0 = self.models[0]
+        cfg = self.cfg = m0.rcnn_config
+        g = m0.get_layer
+        self.trunk = keras.Model(m0.input, [g("block5_conv3").output, g("rpn_cls_logits").output,
+                                            g("rpn_bbox_deltas").output])
         self.proposals = g("proposals")
-        self.head = [g("fc6"), g("fc7")]
-        self.cls_score, self.bbox_pred = g("cls_score"), g("bbox_pred")
-        if with_masks:
-            self.mask_layers = [g(f"mask_conv{i}") for i in range(1, mask_rcnn.MASK_CONVS + 1)] + [g("mask_deconv")]
-            self.mask_logits = g("mask_logits")
+        self.heads = []  # (loss prefix, pool op, [fc6, fc7], cls_score, bbox_pred)
+        self.mask = None
+        for m in self.models:
+            op = m.rcnn_config.roi_op
+            h = m.get_layer
+            self.heads.append((op, "max" if op == "pool" else "avg", [h("fc6"), h("fc7")], h("cls_score"),
+                               h("bbox_pred")))
+            if any(l.name == "mask_logits" for l in m.layers):
+                self.mask = ([h(f"mask_conv{i}") for i in range(1, mask_rcnn.MASK_CONVS + 1)] + [h("mask_deconv")],
+                             h("mask_logits"))
         self.anchors = tf.constant(faster_rcnn.generate_anchors(cfg))
-        self.vars = [v.value for v in model.trainable_variables]
-        sched = keras.optimizers.schedules.CosineDecay(0.0, tc.steps - tc.warmup, alpha=0.02,
-                                                       warmup_target=tc.lr, warmup_steps=tc.warmup)
+        layers_ = [l for i, m in enumerate(self.models) for l in m.layers if i == 0 or not is_trunk(l)]
+        layers_ = [l for l in layers_ if l.trainable_weights and not l.name.startswith(tuple(tc.freeze))]
+        self.kvars = [v for l in layers_ for v in l.trainable_weights]
+        self.vars = [v.value for v in self.kvars]
+        warmup = min(tc.warmup, tc.steps // 10)
+        sched = keras.optimizers.schedules.CosineDecay(0.0, tc.steps - warmup, alpha=0.02,
+                                                       warmup_target=tc.lr, warmup_steps=warmup)
         self.opt = keras.optimizers.Adam(sched, global_clipnorm=tc.clipnorm)
-        self.opt.build(model.trainable_variables)
+        self.opt.build(self.kvars)
         self.step = tf.function(self._step)
 
     def losses(self, images, gt_boxes, gt_classes, gt_valid, gt_masks, seed):
@@ -397,31 +421,32 @@ class Trainer:
         d4 = tf.reshape(rpn_deltas, [b, k, 4])
         labels, targets = rpn_targets(self.anchors, gt_boxes, gt_valid,
                                       tf.random.stateless_uniform([b, k], seed))
-        l_rpn_cls, l_rpn_box = rpn_loss(cls2, d4, labels, targets)
+        out = dict(zip(("rpn_cls", "rpn_box"), rpn_loss(cls2, d4, labels, targets)))
         props, pvalid = self.proposals([tf.stop_gradient(rpn_cls), tf.stop_gradient(rpn_deltas)])
         rois = tf.concat([props, gt_boxes], axis=1)
         rvalid = tf.concat([pvalid, gt_valid], axis=1)
         s = sample_rois(rois, rvalid, gt_boxes, gt_classes, gt_valid,
                         tf.random.stateless_uniform(tf.shape(rvalid), seed + 1))
         r = ROI_BATCH
-        pool = "max" if cfg.roi_op == "pool" else "avg"
-        crops = faster_rcnn.roi_crop(feats, tf.stop_gradient(s["rois"]), 2 * cfg.pool_size, pool)
-        x = tf.reshape(crops, [-1, cfg.pool_size * cfg.pool_size * feats.shape[-1]])
-        for layer in self.head:
-            x = layer(x)
-        logits = tf.reshape(self.cls_score(x), [b, r, cfg.num_classes + 1])
-        deltas = tf.reshape(self.bbox_pred(x), [b, r, 4 * cfg.num_classes])
-        l_cls, l_box = head_loss(logits, deltas, s["labels"], s["weights"], s["targets"])
-        out = {"rpn_cls": l_rpn_cls, "rpn_box": l_rpn_box, "cls": l_cls, "box": l_box}
-        if self.with_masks:
+        sampled = tf.stop_gradient(s["rois"])
+        for name, pool, fcs, cls_score, bbox_pred in self.heads:
+            crops = faster_rcnn.roi_crop(feats, sampled, 2 * cfg.pool_size, pool)
+            x = tf.reshape(crops, [-1, cfg.pool_size * cfg.pool_size * feats.shape[-1]])
+            for layer in fcs:
+                x = layer(x)
+            logits = tf.reshape(cls_score(x), [b, r, cfg.num_classes + 1])
+            deltas = tf.reshape(bbox_pred(x), [b, r, 4 * cfg.num_classes])
+            out[f"{name}_cls"], out[f"{name}_box"] = head_loss(logits, deltas, s["labels"], s["weights"],
+                                                               s["targets"])
+        if self.mask is not None:
+            convs, logits_layer = self.mask
             nf = MASK_ROIS  # foreground comes first, in random order
-            mrois = tf.stop_gradient(s["rois"][:, :nf])
+            mrois = sampled[:, :nf]
             y = faster_rcnn.roi_crop(feats, mrois, mask_rcnn.MASK_CROP, None)
-            for layer in self.mask_layers:
+            for layer in convs:
                 y = layer(y)
-            y = _conv_logits(self.mask_logits, y)
             n = mask_rcnn.MASK_SIZE
-            y = tf.reshape(y, [b, nf, n, n, cfg.num_classes])
+            y = tf.reshape(_conv_logits(logits_layer, y), [b, nf, n, n, cfg.num_classes])
             t = mask_targets(gt_masks, mrois, s["gt_index"][:, :nf])
             out["mask"] = mask_loss(y, s["labels"][:, :nf], s["fg"][:, :nf], t)
         return out
@@ -431,22 +456,24 @@ class Trainer:
             parts = self.losses(images, gt_boxes, gt_classes, gt_valid, gt_masks, seed)
             total = tf.add_n(list(parts.values()))
         grads = tape.gradient(total, self.vars)
-        self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
+        self.opt.apply_gradients(zip(grads, self.kvars))
         return dict(parts, total=total)
 
 
-def train(model, tc: TrainConfig, data, with_masks: bool, log=print):
+def train(models, tc: TrainConfig, data, log=print):
+    """Trains models (see Trainer) on data = (uint8 images, boxes, classes, valid, masks); returns seconds."""
     images, boxes, classes, valid, masks = data
-    tr = Trainer(model, tc, with_masks)
+    tr = Trainer(models, tc)
+    with_masks = tr.mask is not None
     rng = np.random.default_rng(tc.seed)
     t0 = time.time()
     run = {}
     for step in range(tc.steps):
-        idx = rng.choice(len(images), tc.batch, replace=False)
+        idx = np.sort(rng.choice(len(images), tc.batch, replace=False))
         flip = rng.random(tc.batch) < 0.5
         im, bx, mk = flip_batch(images[idx], boxes[idx], masks[idx] if with_masks else None, flip)
         x = tf.constant(im.astype(np.float32) * np.float32(1.0 / 255.0))
-        mk = tf.constant(mk) if with_masks else tf.zeros([tc.batch, MAX_OBJECTS, 1, 1])
+        mk = tf.constant(mk) if with_masks else tf.zeros([tc.batch, MAX_OBJECTS, 1, 1], tf.uint8)
         parts = tr.step(x, tf.constant(bx), tf.constant(classes[idx]), tf.constant(valid[idx]), mk,
                         tf.constant([tc.seed, step], tf.int32))
         for k, v in parts.items():
@@ -459,12 +486,13 @@ def train(model, tc: TrainConfig, data, with_masks: bool, log=print):
     return time.time() - t0
 
 
-def copy_weights(src, dst):
-    """Copies every weighted layer of src into the same-named layer of dst."""
+def copy_weights(src, dst, trunk_only: bool = False):
+    """Copies every weighted layer of src (only the backbone and RPN with trunk_only) into the
+    same-named layer of dst; returns the number of layers copied."""
     n = 0
     for layer in src.layers:
         w = layer.get_weights()
-        if w:
+        if w and (is_trunk(layer) or not trunk_only):
             dst.get_layer(layer.name).set_weights(w)
             n += 1
     return n
@@ -635,73 +663,60 @@ def golden_extras(images, objects) -> tuple[dict, dict]:
 
 
 class Session:
-    """Data, cache and the two trainings of one CLI run."""
+    """The cache and the (joint) training of one CLI run."""
 
-    def __init__(self, log=print):
+    def __init__(self, tc: TrainConfig | None = None, log=print):
+        self.tc = tc or TRAIN
         self.log = log
         self.key = cache_key()
         self.root = cache_root()
-        self._train = self._eval = None
-        self.trained = {}  # name -> keras model (this run)
 
     def cached(self, name: str) -> str:
         return os.path.join(self.root, f"{name}-{self.key}")
 
-    def train_data(self, tc: TrainConfig):
-        if self._train is None:
-            t = time.time()
-            images, objects = shapes_module().generate(tc.n_train, SIZE, TRAIN_SEED)
-            boxes, classes, valid, masks = gt_arrays(objects)
-            self._train = (images, boxes, classes, valid, masks)
-            self.log(f"generated {tc.n_train} training images in {time.time() - t:.1f}s "
-                     f"({int(valid.sum())} objects)")
-        return self._train
+    def make(self, names) -> dict:
+        """{name: cached version directory}; when one is missing, both models are trained (one
+        joint run) and every missing one is exported, evaluated and cached."""
+        missing = [n for n in NAMES if not os.path.isdir(self.cached(n))]
+        if any(n in missing for n in names):
+            self.train_and_cache(missing)
+        return {n: self.cached(n) for n in names}
 
-    def eval_data(self):
-        if self._eval is None:
-            self._eval = shapes_module().generate(N_EVAL, SIZE, EVAL_SEED)
-        return self._eval
-
-    def make(self, name: str) -> str:
-        """The cached version directory of name, trained first when missing."""
-        path = self.cached(name)
-        if os.path.isdir(path):
-            return path
-        keras.utils.set_random_seed(0)
-        tf.config.experimental.enable_op_determinism()
-        masks = name == "shapes_mask_rcnn"
+    def train_and_cache(self, names) -> None:
         t0 = time.time()
-        model = build_models(masks)
-        if masks:
-            src = self.trained.get("shapes_faster_rcnn")
-            if src is None:
-                src = build_models(False)
-                load_weights_from_export(src, self.make("shapes_faster_rcnn"))
-            self.log(f"{name}: initialised {copy_weights(src, model)} layers from shapes_faster_rcnn")
-        tc = MASK_TRAIN if masks else FASTER_TRAIN
-        data = self.train_data(tc)
-        self.log(f"{name}: training {tc.steps} steps, batch {tc.batch}")
-        train_s = train(model, tc, data, masks, self.log)
-        self.trained[name] = model
-        images, objects = self.eval_data()
-        extra, labels = golden_extras(images, objects)
+        tc = self.tc
+        keras.utils.set_random_seed(tc.seed)
+        tf.config.experimental.enable_op_determinism()
+        images, objects = shapes_module().generate(tc.n_train, SIZE, TRAIN_SEED)
+        boxes, classes, valid, masks = gt_arrays(objects)
+        self.log(f"generated {tc.n_train} training images ({int(valid.sum())} objects) in {time.time() - t0:.1f}s")
+        fmodel, mmodel = build_models(False, tc.seed), build_models(True, tc.seed + 1)
+        self.log(f"training shapes_faster_rcnn + shapes_mask_rcnn jointly: {tc.steps} steps, batch {tc.batch}")
+        train_s = train([fmodel, mmodel], tc, (images, boxes, classes, valid, masks), self.log)
+        copy_weights(fmodel, mmodel, trunk_only=True)
+        self.log(f"trained in {train_s:.1f}s (wall, {time.time() - t0:.1f}s with the data)")
+        ev_images, ev_objects = shapes_module().generate(N_EVAL, SIZE, EVAL_SEED)
+        extra, labels = golden_extras(ev_images, ev_objects)
         os.makedirs(self.root, exist_ok=True)
-        stage = tempfile.mkdtemp(prefix=f".{name}-", dir=self.root)
-        try:
-            vdir = common.export(exportable(model, name, images, extra), stage, version=VERSION)
-            with open(os.path.join(vdir, "golden", "shapes_labels.json"), "w") as f:
-                json.dump(labels, f)
-            metrics = evaluate(run_saved_model(vdir, images), objects, model.rcnn_config.num_classes)
-            metrics.update(train_seconds=round(train_s, 1), total_seconds=round(time.time() - t0, 1),
-                           steps=tc.steps, batch=tc.batch, n_train=tc.n_train, key=self.key,
-                           tensorflow=tf.__version__)
-            self.log(f"{name}: {json.dumps(metrics)}")
-            with open(path + ".json", "w") as f:
-                json.dump(metrics, f, indent=1)
-            os.rename(vdir, path)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-        return path
+        for name, model in (("shapes_faster_rcnn", fmodel), ("shapes_mask_rcnn", mmodel)):
+            if name not in names:
+                continue
+            stage = tempfile.mkdtemp(prefix=f".{name}-", dir=self.root)
+            try:
+                vdir = common.export(exportable(model, name, ev_images, extra), stage, version=VERSION)
+                with open(os.path.join(vdir, "golden", "shapes_labels.json"), "w") as f:
+                    json.dump(labels, f)
+                metrics = evaluate(run_saved_model(vdir, ev_images), ev_objects, model.rcnn_config.num_classes)
+                metrics.update(train_seconds=round(train_s, 1), total_seconds=round(time.time() - t0, 1),
+                               train_config=dataclasses.asdict(tc), key=self.key, tensorflow=tf.__version__)
+                self.log(f"{name}: {json.dumps(metrics)}")
+                path = self.cached(name)
+                shutil.rmtree(path, ignore_errors=True)
+                with open(path + ".json", "w") as f:
+                    json.dump(metrics, f, indent=1)
+                os.rename(vdir, path)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
 
 
 def install(src: str, out: str, name: str, version: int = VERSION) -> str:
@@ -720,27 +735,27 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="models")
     ap.add_argument("--retrain", action="store_true", help="ignore (and replace) the cached versions")
+    ap.add_argument("--steps", type=int, help=f"training steps (default {TRAIN.steps}; cached under its own key)")
+    ap.add_argument("--n-train", type=int, help=f"training images (default {TRAIN.n_train}; idem)")
     ap.add_argument("names", nargs="*")
     args = ap.parse_args(argv)
     names = args.names or list(NAMES)
     unknown = [n for n in names if n not in NAMES]
     if unknown:
         ap.error(f"unknown model(s) {unknown}; known: {list(NAMES)}")
-    s = Session(lambda *a: print(*a, flush=True))
+    tc = dataclasses.replace(TRAIN, steps=args.steps or TRAIN.steps, n_train=args.n_train or TRAIN.n_train)
+    s = Session(tc, lambda *a: print(*a, flush=True))
+    if tc != TRAIN:
+        s.key += f"-steps{tc.steps}-n{tc.n_train}"
     if args.retrain:
-        for n in names:
+        for n in NAMES:
             shutil.rmtree(s.cached(n), ignore_errors=True)
     t0 = time.time()
-    for n in NAMES:  # Faster R-CNN first: Mask R-CNN starts from it
-        if n not in names:
-            continue
-        src = s.make(n)
-        mfile = src + ".json"
-        if os.path.exists(mfile):
-            with open(mfile) as f:
-                m = json.load(f)
-            print(f"{n}: box mAP@0.5 {m['map50']:.3f}" + (f", mask IoU {m['mask_iou']:.3f}" if "mask_iou" in m else "")
-                  + f" (trained in {m['train_seconds']}s)", flush=True)
+    for n, src in s.make(names).items():
+        with open(src + ".json") as f:
+            m = json.load(f)
+        print(f"{n}: box mAP@0.5 {m['map50']:.3f}" + (f", mask IoU {m['mask_iou']:.3f}" if "mask_iou" in m else "")
+              + f" on {N_EVAL} held-out images (trained in {m['train_seconds']}s)", flush=True)
         print(f"{n} -> {install(src, args.out, n)} (cache {src})", flush=True)
     print(f"done in {time.time() - t0:.1f}s", flush=True)
     return 0
