@@ -123,3 +123,78 @@ def test_write_dir(tmp_path):
             assert o["label"] == shapes.CLASSES[o["class"]]
             assert o["box"] == list(objects[i][j]["box"])
             np.testing.assert_array_equal(masks[j], objects[i][j]["mask"])
+
+
+# --------------------------------------------------------------------------
+# train_yolov3.py: the numpy side (targets, augmentation, decode, NMS, AP); no training here.
+
+from tfmodels.zoo import train_yolov3 as ty  # noqa: E402
+
+
+def test_average_precision_by_hand():
+    # two ground truths; detections ranked TP, FP, TP: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+    # all-points interpolation: 0.5 * 1 + 0.5 * 2/3
+    gts = [np.array([[0, 0, 10, 10, 0], [20, 20, 30, 30, 0]], np.float32)]
+    dets = [np.array([[0, 0, 10, 10, 0.9, 0], [50, 50, 60, 60, 0.8, 0], [20, 20, 30, 31, 0.7, 0]])]
+    m, aps = ty.mean_ap(dets, gts, num_classes=1)
+    assert m == pytest.approx(0.5 + 0.5 * 2 / 3)
+    # a duplicate of a matched box is a false positive; a wrong class matches nothing
+    dets = [np.array([[0, 0, 10, 10, 0.9, 0], [0, 0, 10, 10, 0.8, 0], [20, 20, 30, 30, 0.7, 1]])]
+    m, aps = ty.mean_ap(dets, gts, num_classes=1)
+    assert m == pytest.approx(0.5)
+
+
+def test_nms_per_class():
+    d = np.array([[0, 0, 10, 10, 0.9, 0], [1, 0, 11, 10, 0.8, 0], [1, 0, 11, 10, 0.7, 1], [30, 30, 40, 40, 0.6, 0]])
+    k = ty.nms(d)
+    assert k[:, 4].tolist() == [0.9, 0.7, 0.6]
+
+
+def test_dihedral_matches_masks():
+    images, objects = shapes.generate(6, SIZE, 1)
+    for i in range(6):
+        boxes = ty.boxes_of(objects[i])
+        for k in range(8):
+            _, b = ty.dihedral(images[i], boxes, k)
+            for o, bb in zip(objects[i], b):
+                m, _ = ty.dihedral(o["mask"][..., None], boxes[:1], k)
+                rows, cols = np.nonzero(m[..., 0].any(1))[0], np.nonzero(m[..., 0].any(0))[0]
+                assert tuple(bb[:4]) == (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+                assert bb[4] == o["class"]
+
+
+def test_crops_have_tight_boxes():
+    images, objects = shapes.generate(20, SIZE, 0)
+    b = ty.Batches(images, objects, np.random.default_rng(0))
+    for i in range(20):
+        img, keep, frag = b.crop(i, 64)
+        assert img.shape == (64, 64, 3)
+        assert np.all(keep[:, :2] >= 0) and np.all(keep[:, 2:4] <= 64)
+        assert len(keep) + len(frag) <= len(objects[i])
+    x, ys, gt = b.next(8, 64)
+    assert x.shape == (8, 64, 64, 3) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert [y.shape[1] for y in ys] == [8, 4, 2]
+
+
+def test_targets_decode_to_the_ground_truth():
+    # grids made from the targets (as a perfect network would output them) decode to every box
+    images, objects = shapes.generate(100, SIZE, 1)
+    boxes = [ty.boxes_of(o) for o in objects]
+    anc = ty.anchors(SIZE)
+    ys, _ = ty.targets(boxes, SIZE, anc, assign_iou=0.0)
+    assert sum(int(y[..., 5].sum()) for y in ys) == sum(len(b) for b in boxes), "every box has a slot"
+    grids = {}
+    for y, s in zip(ys, ty.STRIDES):
+        raw = np.zeros(y.shape[:-1] + (5 + ty.NUM_CLASSES,))
+        t = np.clip(y[..., 0:2], 1e-6, 1 - 1e-6)
+        raw[..., 0:2] = np.log(t / (1 - t))
+        raw[..., 2:4] = y[..., 2:4]
+        raw[..., 4] = np.where(y[..., 5] > 0, 12.0, -12.0)
+        raw[..., 5:] = np.where(y[..., 6:] > 0, 12.0, -12.0)
+        grids[f"grid_s{s}"] = raw.reshape(raw.shape[:3] + (-1,))
+    dets = [ty.nms(d) for d in ty.decode(grids, SIZE, anc)]
+    m, _ = ty.mean_ap(dets, boxes)
+    assert m > 0.98  # NMS may merge two same-class boxes overlapping by > 0.45
+    # extra positives (iou_thresh) decode to the same boxes, which NMS merges
+    ys2, _ = ty.targets(boxes, SIZE, anc, assign_iou=0.213)
+    assert sum(int(y[..., 5].sum()) for y in ys2) > sum(int(y[..., 5].sum()) for y in ys)
