@@ -43,6 +43,17 @@ func (c Command) Args() []string {
 	return append(args, "-vf", filter, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1")
 }
 
+// FrameTime is the time of frame n of a run started at start, in the
+// video's own clock: start + n / FPS. A video file decoded faster (or
+// slower) than real time thus keeps its frames' spacing, which trackers
+// and rates downstream rely on. Without an FPS it is the time of the call.
+func (c Command) FrameTime(start time.Time, n int) time.Time {
+	if c.FPS <= 0 {
+		return time.Now()
+	}
+	return start.Add(time.Duration(float64(n) / c.FPS * float64(time.Second)))
+}
+
 // Run starts ffmpeg and calls frame with each frame it decodes, in order: n
 // counts from 0 in this run and rgb is a new Width*Height*3 buffer each time.
 // It returns nil when ffmpeg has played the input and exited with status 0,

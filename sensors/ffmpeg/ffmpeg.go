@@ -173,7 +173,7 @@ func (s *sensor) Run(ctx context.Context, sink sensors.Sink) error {
 	for {
 		started := time.Now()
 		err := s.cmd.Run(ctx, func(n int, rgb []byte) error {
-			return s.emit(ctx, sink, n, rgb)
+			return s.emit(ctx, sink, started, n, rgb)
 		})
 		if ctx.Err() != nil {
 			return nil
@@ -205,12 +205,18 @@ func (s *sensor) Run(ctx context.Context, sink sensors.Sink) error {
 // status 0 (a camera's stream closed, a live file's end).
 var errStreamEnded = errors.New("ffmpeg exited: the stream ended (exit status 0)")
 
-// emit hands frame n of the current ffmpeg run to the sink.
-func (s *sensor) emit(ctx context.Context, sink sensors.Sink, n int, rgb []byte) error {
+// emit hands frame n of the ffmpeg run started at started to the sink. A
+// lossless file's frames carry the video's own time (Command.FrameTime), a
+// live input's the time they were read.
+func (s *sensor) emit(ctx context.Context, sink sensors.Sink, started time.Time, n int, rgb []byte) error {
+	at := time.Now()
+	if s.file && s.lossless {
+		at = s.cmd.FrameTime(started, n)
+	}
 	f := &sensors.Frame{
 		Sensor: s.env.Name,
 		Seq:    s.seq.Add(1),
-		Time:   time.Now(),
+		Time:   at,
 		Source: fmt.Sprintf("%s#%d", s.name, n),
 		Width:  s.cmd.Width,
 		Height: s.cmd.Height,

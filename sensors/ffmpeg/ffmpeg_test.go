@@ -141,6 +141,10 @@ func TestRunPlaysAFileOnceAtTheConfiguredRate(t *testing.T) {
 				if want := fmt.Sprintf("%s#%d", clip, i); f.Source != want || f.Sensor != "cam" {
 					t.Fatalf("frame %d: sensor %q, source %q; want cam, %q", i, f.Sensor, f.Source, want)
 				}
+				// The video's own clock, however fast ffmpeg decodes it.
+				if d, want := f.Time.Sub(frames[0].Time), time.Duration(i)*time.Second/time.Duration(fps); d != want {
+					t.Fatalf("frame %d is %s after the first, want %s", i, d, want)
+				}
 			}
 			if !colourful(frames[0].RGB) {
 				t.Errorf("first frame is not the colour bars of testsrc")

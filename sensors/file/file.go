@@ -185,11 +185,12 @@ func (s *sensor) playVideo(ctx context.Context, sink sensors.Sink) error {
 			return err
 		}
 	}
+	started := time.Now()
 	err := cmd.Run(ctx, func(n int, rgb []byte) error {
 		return sink.Deliver(ctx, &sensors.Frame{
 			Sensor: s.env.Name,
 			Seq:    s.seq.Add(1),
-			Time:   time.Now(),
+			Time:   cmd.FrameTime(started, n),
 			Source: fmt.Sprintf("%s#%d", s.path, n),
 			Width:  cmd.Width,
 			Height: cmd.Height,

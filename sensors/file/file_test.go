@@ -153,13 +153,14 @@ func TestVideoIsPlayedOnce(t *testing.T) {
 	clip := sensortest.Clip(t) // 2 s of 160x120 at 25 fps
 	tests := []struct {
 		options    string
+		fps        float64
 		wantFrames int
 		wantW      int
 		wantH      int
 	}{
-		{"", 50, 160, 120},
-		{"fps = 5\nwidth = 64\nheight = 48", 10, 64, 48},
-		{"fps = 10", 20, 160, 120},
+		{"", 0, 50, 160, 120},
+		{"fps = 5\nwidth = 64\nheight = 48", 5, 10, 64, 48},
+		{"fps = 10", 10, 20, 160, 120},
 	}
 	for _, tt := range tests {
 		sink := &sensortest.Sink{}
@@ -174,6 +175,10 @@ func TestVideoIsPlayedOnce(t *testing.T) {
 			if f.Seq != uint64(i+1) || f.Width != tt.wantW || f.Height != tt.wantH || len(f.RGB) != tt.wantW*tt.wantH*3 ||
 				f.Source != fmt.Sprintf("%s#%d", clip, i) {
 				t.Fatalf("%q: frame %d = #%d %q %dx%d %d bytes", tt.options, i, f.Seq, f.Source, f.Width, f.Height, len(f.RGB))
+			}
+			// With an fps the frames carry the video's own clock.
+			if d, want := f.Time.Sub(frames[0].Time), time.Duration(float64(i)/tt.fps*float64(time.Second)); tt.fps > 0 && d != want {
+				t.Fatalf("%q: frame %d is %s after the first, want %s", tt.options, i, d, want)
 			}
 		}
 	}
