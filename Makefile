@@ -24,7 +24,7 @@ export CGO_ENABLED := 1
 # TensorFlow's C++ logging: errors only, so test and benchmark output stays readable.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: build deps sysdeps models models-full models-real import-deps run-real test test-go test-race test-py bench bench-tf bench-plugin bench-e2e bench-reload run watch proto clean
+.PHONY: build deps sysdeps models models-trained models-full models-real import-deps run-real test test-go test-race test-py bench bench-tf bench-plugin bench-e2e bench-reload run watch proto clean
 
 ## deps: the venv with pinned Python packages and the TensorFlow pkg-config file (idempotent).
 deps: $(PC)
@@ -59,6 +59,17 @@ $(MODELS)/.tiny: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
 	$(PY) -m tfmodels.zoo.export --variant tiny --out $(MODELS)
 	touch $@
 
+## models-trained: the detectors trained on the generated shapes set (tfmodels/zoo/
+## train_yolov3.py, train_rcnn.py), added to $(MODELS)/. Training takes minutes, once
+## per machine: the versions are cached in ~/.cache/edgeinfer/trained, keyed by a hash
+## of the code and data that make them.
+models-trained: $(MODELS)/.trained
+
+$(MODELS)/.trained: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
+	$(PY) -m tfmodels.zoo.train_yolov3 --out $(MODELS)
+	$(PY) -m tfmodels.zoo.train_rcnn --out $(MODELS)
+	touch $@
+
 ## models-full: the paper-sized models the benchmarks use, in $(MODELS)-full/.
 FULL_MODELS ?= resnet50
 models-full: $(MODELS)-full/.full
@@ -89,11 +100,11 @@ RACE_PKGS := ./daemon/ ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./d
 test-race: deps
 	go test -race -count=1 -timeout 10m $(RACE_PKGS)
 
-test-go: sysdeps build models models-real tfmodels/testdata/.fixtures plugins/detect/testdata/cases/.done run/inbox
+test-go: sysdeps build models models-trained models-real tfmodels/testdata/.fixtures plugins/detect/testdata/cases/.done run/inbox
 	EDGEINFER_MODELS=$(CURDIR)/$(MODELS) EDGEINFER_REAL_MODELS=$(CURDIR)/models-real go test -count=1 -timeout 30m ./...
 
 test-py: deps build import-deps
-	$(PY) -m pytest -q tfmodels/zoo tools/import
+	$(PY) -m pytest -q tfmodels/zoo tools/import daemon/e2e/testdata
 
 ## The detect decoders' cases: raw outputs of the zoo detectors (and the real
 ## CenterNet) with what the numpy reference (tfmodels/zoo/detect_ref.py) makes of them.

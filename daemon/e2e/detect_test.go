@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,5 +134,233 @@ max_detections = 100
 	}
 	if total == 0 {
 		t.Fatal("no object found on any photo")
+	}
+}
+
+// script runs testdata/<name> (shapes_eval.py: the held-out shapes set and
+// its pycocotools scoring; shapes_video.py: the tracking clip and its
+// motmetrics scoring) with the project's venv; EDGEINFER_PYTHON overrides
+// the interpreter. It returns the script's standard output.
+func script(t *testing.T, name string, args ...string) []byte {
+	t.Helper()
+	py := os.Getenv("EDGEINFER_PYTHON")
+	if py == "" {
+		py = "../../.venv/bin/python"
+	}
+	cmd := exec.Command(py, append([]string{filepath.Join("testdata", name)}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return out
+}
+
+// heldOutShapes writes n held-out shapes images of size x size (with their
+// labels and masks) into a new folder and returns it with the PNGs.
+func heldOutShapes(t *testing.T, size, n int) (string, [][]byte) {
+	t.Helper()
+	dir := t.TempDir()
+	script(t, "shapes_eval.py", "write", dir, strconv.Itoa(size), strconv.Itoa(n))
+	pngs := make([][]byte, n)
+	for i := range n {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("%04d.png", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pngs[i] = b
+	}
+	return dir, pngs
+}
+
+// The detectors trained on the generated shapes set (tfmodels/zoo
+// train_yolov3.py and train_rcnn.py), served side by side by edgeinferd and
+// the detect plugin, find the objects of 300 held-out images: images
+// dropped into folders, detections out of Mosquitto, scored by pycocotools
+// against what the generator drew. YOLOv3 box mAP@0.5 >= 0.8, Faster R-CNN
+// >= 0.7, Mask R-CNN >= 0.7 with a mean mask IoU of its true positives >= 0.7.
+func TestTrainedDetectorsFindTheHeldOutShapesThroughTheDaemon(t *testing.T) {
+	const n = 300
+	type pipe struct {
+		name, model string
+		size        int
+		minMAP      float64
+		minMaskIoU  float64 // 0: a model without masks
+		inbox       string
+	}
+	pipes := []*pipe{
+		{name: "yolo", model: "shapes_yolov3", size: 96, minMAP: 0.8},
+		{name: "frcnn", model: "shapes_faster_rcnn", size: 128, minMAP: 0.7},
+		{name: "mrcnn", model: "shapes_mask_rcnn", size: 128, minMAP: 0.7, minMaskIoU: 0.7},
+	}
+	sets, inputs := map[int]string{}, map[int][][]byte{}
+	var sensors, extra strings.Builder
+	for _, p := range pipes {
+		if _, ok := sets[p.size]; !ok {
+			sets[p.size], inputs[p.size] = heldOutShapes(t, p.size, n)
+		}
+		p.inbox = t.TempDir()
+		fmt.Fprintf(&sensors, "[sensors.%s]\nkind = \"dir\"\npath = %q\nsettle = \"50ms\"\n", p.name, p.inbox)
+		fmt.Fprintf(&extra, "[pipelines.%s]\nsensor = %q\nmodel = %q\n[pipelines.%s.options]\nscore_threshold = 0.05\nmax_detections = 100\n",
+			p.name, p.name, p.model, p.name)
+	}
+	proc, w := run(t, setup{broker: mosquitto.Start(t), sensors: sensors.String(), repo: models(t), extra: extra.String()})
+	for _, p := range pipes {
+		w.serving(t, proc, p.model, p.name)
+		dropImages(t, p.inbox, "%04d.png", inputs[p.size])
+	}
+	for _, p := range pipes {
+		waitFor(t, proc, 5*time.Minute, p.name+": a result per image", func() bool { return len(w.all(p.name+"/result")) >= n })
+		dets := map[string][]map[string]any{}
+		masks := 0
+		for _, r := range w.results(t, p.name) {
+			var out struct {
+				Detections []map[string]any `json:"detections"`
+			}
+			if err := json.Unmarshal(r.Output, &out); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range out.Detections {
+				if _, ok := d["mask"]; ok {
+					masks++
+				}
+			}
+			dets[filepath.Base(r.Source)] = out.Detections
+		}
+		if len(dets) != n {
+			t.Fatalf("%s: results for %d distinct images, want %d", p.name, len(dets), n)
+		}
+		if (masks > 0) != (p.minMaskIoU > 0) {
+			t.Fatalf("%s: %d detections carry a mask", p.name, masks)
+		}
+		file := filepath.Join(t.TempDir(), "detections.json")
+		b, err := json.Marshal(dets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var score struct {
+			MAP50         float64 `json:"map50"`
+			MaskMAP50     float64 `json:"mask_map50"`
+			MaskIoU       float64 `json:"mask_iou"`
+			Objects       int     `json:"objects"`
+			Detections    int     `json:"detections"`
+			TruePositives int     `json:"true_positives"`
+		}
+		if err := json.Unmarshal(script(t, "shapes_eval.py", "score", sets[p.size], file), &score); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s (%s): box mAP@0.5 %.3f, mask mAP@0.5 %.3f, mask IoU %.3f; %d objects, %d detections, %d true positives",
+			p.name, p.model, score.MAP50, score.MaskMAP50, score.MaskIoU, score.Objects, score.Detections, score.TruePositives)
+		if score.MAP50 < p.minMAP || score.MaskIoU < p.minMaskIoU {
+			t.Errorf("%s: box mAP@0.5 %.3f (want >= %.2f), mask IoU %.3f (want >= %.2f)", p.name, score.MAP50, p.minMAP, score.MaskIoU, p.minMaskIoU)
+		}
+	}
+}
+
+// The tracker on a generated video (testdata/shapes_video.py: two circles
+// crossing each other, a square coming down across both and over them, all
+// three leaving the frame), encoded losslessly by ffmpeg and fed through
+// the ffmpeg sensor to the trained YOLOv3: scored by py-motmetrics against
+// the drawn truth, each object keeps one track id (no identity switch), and
+// there is exactly one object_entered and one object_left per object, with
+// that object's track id.
+func TestTheTrackerFollowsShapesMovingCrossingAndLeavingAVideo(t *testing.T) {
+	dir := t.TempDir()
+	script(t, "shapes_video.py", "make", dir)
+	var truth struct {
+		FPS, Size, Frames int
+		Objects           []struct {
+			ID    int    `json:"id"`
+			Label string `json:"label"`
+		} `json:"objects"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "truth.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &truth); err != nil {
+		t.Fatal(err)
+	}
+	sensor := fmt.Sprintf("[sensors.clip]\nkind = \"ffmpeg\"\ninput = %q\nfps = %d\nwidth = %d\nheight = %d\n",
+		filepath.Join(dir, "clip.mkv"), truth.FPS, truth.Size, truth.Size)
+	proc, w := run(t, setup{broker: mosquitto.Start(t), sensors: sensor, repo: models(t), extra: `
+[pipelines.shapes]
+sensor = "clip"
+model = "shapes_yolov3"
+[pipelines.shapes.options]
+score_threshold = 0.3
+[pipelines.shapes.tracker]
+iou = 0.3
+max_age = "1s"
+min_hits = 2
+`})
+	w.serving(t, proc, "shapes_yolov3", "shapes")
+	waitFor(t, proc, 2*time.Minute, "a result per frame", func() bool { return len(w.all("shapes/result")) >= truth.Frames })
+	waitFor(t, proc, 30*time.Second, "an object_left per object", func() bool { return len(w.eventsOf(t, "object_left")) >= len(truth.Objects) })
+	time.Sleep(500 * time.Millisecond) // nothing more may come
+	frames := make([][]map[string]any, truth.Frames)
+	for _, r := range w.results(t, "shapes") {
+		var n int
+		if _, err := fmt.Sscanf(r.Source[strings.LastIndex(r.Source, "#"):], "#%d", &n); err != nil || n >= truth.Frames || frames[n] != nil {
+			t.Fatalf("result for source %q: not one new frame of the clip", r.Source)
+		}
+		var out struct {
+			Detections []map[string]any `json:"detections"`
+		}
+		if err := json.Unmarshal(r.Output, &out); err != nil {
+			t.Fatal(err)
+		}
+		frames[n] = append([]map[string]any{}, out.Detections...)
+	}
+	file := filepath.Join(t.TempDir(), "tracked.json")
+	if b, err = json.Marshal(map[string]any{"frames": frames}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var score struct {
+		MOTA           float64            `json:"mota"`
+		Switches       int                `json:"num_switches"`
+		Misses         int                `json:"num_misses"`
+		FalsePositives int                `json:"num_false_positives"`
+		Objects        int                `json:"num_objects"`
+		Tracks         map[string][]int64 `json:"tracks"`
+	}
+	if err := json.Unmarshal(script(t, "shapes_video.py", "score", dir, file), &score); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("MOTA %.3f: %d identity switches, %d misses, %d false positives over %d object-frames; tracks per object %v",
+		score.MOTA, score.Switches, score.Misses, score.FalsePositives, score.Objects, score.Tracks)
+	if score.Switches != 0 {
+		t.Errorf("%d identity switches, want 0", score.Switches)
+	}
+	if score.MOTA < 0.8 {
+		t.Errorf("MOTA %.3f, want >= 0.8", score.MOTA)
+	}
+	trackOf := map[int64]string{}
+	for obj, ids := range score.Tracks {
+		if len(ids) != 1 {
+			t.Fatalf("object %s was matched to tracks %v, want one", obj, ids)
+		}
+		trackOf[ids[0]] = obj
+	}
+	for _, typ := range []string{"object_entered", "object_left"} {
+		seen := map[string]bool{}
+		for _, e := range w.eventsOf(t, typ) {
+			id, _ := e.Attrs["track_id"].(float64)
+			obj, ok := trackOf[int64(id)]
+			if !ok || seen[obj] || e.Pipeline != "shapes" {
+				t.Fatalf("%s for track %v (pipeline %q): not the one event of one object's track %v", typ, e.Attrs["track_id"], e.Pipeline, score.Tracks)
+			}
+			seen[obj] = true
+		}
+		if len(seen) != len(truth.Objects) {
+			t.Fatalf("%s for %d objects, want all %d", typ, len(seen), len(truth.Objects))
+		}
 	}
 }
