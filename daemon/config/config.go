@@ -140,6 +140,9 @@ type Tracker struct {
 	IoU     float64  `toml:"iou"`      // least overlap with a track's predicted box (default 0.3)
 	MaxAge  Duration `toml:"max_age"`  // unseen this long, an object has left (default 1s)
 	MinHits int      `toml:"min_hits"` // detections before an object has entered (default 2)
+	// StrictClasses: a detection only continues a track of its own class
+	// (default false: a relabelled object keeps its track).
+	StrictClasses bool `toml:"strict_classes"`
 }
 
 // Duration is a time.Duration written as "500ms", "30s".
@@ -561,5 +564,5 @@ func (c *Config) checkUndecoded() error {
 
 // TrackConfig is the tracker's config with its defaults.
 func TrackConfig(t *Tracker) track.Config {
-	return track.Config{IoU: t.IoU, MaxAge: t.MaxAge.Duration, MinHits: t.MinHits}.Defaults()
+	return track.Config{IoU: t.IoU, MaxAge: t.MaxAge.Duration, MinHits: t.MinHits, StrictClasses: t.StrictClasses}.Defaults()
 }

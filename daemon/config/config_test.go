@@ -298,3 +298,25 @@ func TestNewSensorIsSafeOnSeveralGoroutines(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A tracker table is read as written, missing keys take the tracker's
+// defaults, and a bad value names its key.
+func TestTheTrackerTable(t *testing.T) {
+	repo, plugins, inbox := fixture(t)
+	base := valid(repo, plugins, inbox)
+	c, err := Parse("config.toml", base+"[pipelines.digits.tracker]\nmax_age = \"2s\"\nstrict_classes = true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := TrackConfig(c.Pipelines["digits"].Tracker)
+	if got.MaxAge != 2*time.Second || !got.StrictClasses || got.IoU != 0.3 || got.MinHits != 2 {
+		t.Fatalf("tracker %+v", got)
+	}
+	if c.Pipelines["digits"].Tracker == nil {
+		t.Fatal("the table is present: tracking is on")
+	}
+	_, err = Parse("config.toml", base+"[pipelines.digits.tracker]\niou = 1.5\n")
+	if err == nil || !strings.Contains(err.Error(), "pipelines.digits.tracker.iou") {
+		t.Fatalf("iou 1.5: %v", err)
+	}
+}

@@ -264,13 +264,13 @@ func TestTrainedDetectorsFindTheHeldOutShapesThroughTheDaemon(t *testing.T) {
 // The tracker on a generated video (testdata/shapes_video.py: two circles
 // crossing each other, a square coming down across both and over them, all
 // three leaving the frame), encoded losslessly by ffmpeg and fed through
-// the ffmpeg sensor to the trained YOLOv3: scored by py-motmetrics against
+// the ffmpeg sensor to the trained Faster R-CNN at its 128x128: scored by py-motmetrics against
 // the drawn truth, each object keeps one track id (no identity switch), and
 // there is exactly one object_entered and one object_left per object, with
 // that object's track id.
 func TestTheTrackerFollowsShapesMovingCrossingAndLeavingAVideo(t *testing.T) {
 	dir := t.TempDir()
-	script(t, "shapes_video.py", "make", dir)
+	script(t, "shapes_video.py", "make", dir, "128")
 	var truth struct {
 		FPS, Size, Frames int
 		Objects           []struct {
@@ -290,15 +290,16 @@ func TestTheTrackerFollowsShapesMovingCrossingAndLeavingAVideo(t *testing.T) {
 	proc, w := run(t, setup{broker: mosquitto.Start(t), sensors: sensor, repo: models(t), extra: `
 [pipelines.shapes]
 sensor = "clip"
-model = "shapes_yolov3"
+model = "shapes_faster_rcnn"
 [pipelines.shapes.options]
-score_threshold = 0.3
+score_threshold = 0.5
+class_agnostic = true
 [pipelines.shapes.tracker]
 iou = 0.3
 max_age = "1s"
-min_hits = 2
+min_hits = 3
 `})
-	w.serving(t, proc, "shapes_yolov3", "shapes")
+	w.serving(t, proc, "shapes_faster_rcnn", "shapes")
 	waitFor(t, proc, 2*time.Minute, "a result per frame", func() bool { return len(w.all("shapes/result")) >= truth.Frames })
 	waitFor(t, proc, 30*time.Second, "an object_left per object", func() bool { return len(w.eventsOf(t, "object_left")) >= len(truth.Objects) })
 	time.Sleep(500 * time.Millisecond) // nothing more may come

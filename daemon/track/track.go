@@ -2,7 +2,10 @@
 // across frames, the way SORT does (Bewley et al. 2016) without its Kalman
 // filter: each track predicts its box with a constant-velocity model,
 // detections are associated to the predictions of their class by IoU
-// (greedily, best overlap first), an unmatched detection starts a track, and
+// (greedily, best overlap first), then, unless StrictClasses, what is left
+// to the tracks of other classes (a detector's label flicker, an object
+// half out of view, does not start a new object: the track keeps the class
+// it was detected as most often), an unmatched detection starts a track, and
 // a track not seen for MaxAge has left. A track is confirmed (it has
 // entered) after MinHits detections; entering and leaving are events, with
 // the track's id, class, first and last seen and best score.
@@ -27,6 +30,10 @@ type Config struct {
 	IoU     float64       // least IoU of a detection with a track's predicted box; default 0.3
 	MaxAge  time.Duration // a track unseen this long has left; default 1s
 	MinHits int           // detections before a track has entered; default 2
+	// StrictClasses: a detection only ever continues a track of its own
+	// class. Otherwise a detection no track of its class takes may continue
+	// a track of another class.
+	StrictClasses bool
 }
 
 // Defaults fills the zero fields of c.
@@ -93,6 +100,16 @@ type track struct {
 	vel       [4]float64 // per second, of each box coordinate
 	hits      int
 	confirmed bool
+	votes     map[int]int // detections per class
+}
+
+// vote counts a detection of class c and makes the track's class the one
+// it was detected as most often (the earlier one on a tie).
+func (t *track) vote(c int, label string) {
+	t.votes[c]++
+	if t.votes[c] > t.votes[t.Class] {
+		t.Class, t.Label = c, label
+	}
 }
 
 // predict is the track's box at time at, moved at its velocity.
@@ -136,23 +153,29 @@ func (tr *Tracker) Update(at time.Time, dets []Detection) ([]uint64, []Change) {
 	tr.tracks = alive
 
 	type pair struct {
-		t, d int
-		iou  float64
+		t, d  int
+		iou   float64
+		other int // 1: the detection's class is not the track's
 	}
 	var pairs []pair
 	for ti, t := range tr.tracks {
 		p := t.predict(at)
 		for di, d := range dets {
+			other := 0
 			if d.Class != t.Class {
-				continue
+				if tr.cfg.StrictClasses {
+					continue
+				}
+				other = 1
 			}
 			if v := iou(p, d.Box); v >= tr.cfg.IoU {
-				pairs = append(pairs, pair{ti, di, v})
+				pairs = append(pairs, pair{ti, di, v, other})
 			}
 		}
 	}
+	// Same-class pairs first, each pass best overlap first.
 	slices.SortFunc(pairs, func(a, b pair) int {
-		return cmp.Or(cmp.Compare(b.iou, a.iou), cmp.Compare(a.t, b.t), cmp.Compare(a.d, b.d))
+		return cmp.Or(cmp.Compare(a.other, b.other), cmp.Compare(b.iou, a.iou), cmp.Compare(a.t, b.t), cmp.Compare(a.d, b.d))
 	})
 	ids := make([]uint64, len(dets))
 	usedT := make([]bool, len(tr.tracks))
@@ -173,6 +196,7 @@ func (tr *Tracker) Update(at time.Time, dets []Detection) ([]uint64, []Change) {
 		}
 		t.Box, t.hits = d.Box, t.hits+1
 		t.BestScore = math.Max(t.BestScore, d.Score)
+		t.vote(d.Class, d.Label)
 		ids[p.d] = t.ID
 		if !t.confirmed && t.hits >= tr.cfg.MinHits {
 			t.confirmed = true
@@ -183,7 +207,8 @@ func (tr *Tracker) Update(at time.Time, dets []Detection) ([]uint64, []Change) {
 		if ids[di] != 0 {
 			continue
 		}
-		t := &track{Object: Object{ID: tr.next, Label: d.Label, Class: d.Class, FirstSeen: at, LastSeen: at, BestScore: d.Score, Box: d.Box}, hits: 1}
+		t := &track{Object: Object{ID: tr.next, Label: d.Label, Class: d.Class, FirstSeen: at, LastSeen: at, BestScore: d.Score, Box: d.Box},
+			hits: 1, votes: map[int]int{d.Class: 1}}
 		tr.next++
 		tr.tracks = append(tr.tracks, t)
 		ids[di] = t.ID

@@ -111,3 +111,41 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		}
 	}
 }
+
+// A detector that calls an object by another name for a few frames (label
+// flicker, an object half out of view) does not make a new object: the
+// track goes on and keeps the class it was detected as most often. With
+// StrictClasses the other name is another object.
+func TestAnotherClassContinuesATrackUnlessStrict(t *testing.T) {
+	classes := []int{0, 0, 0, 1, 1, 0, 1}
+	for _, strict := range []bool{false, true} {
+		tr := New(Config{MinHits: 2, MaxAge: time.Second, StrictClasses: strict})
+		var entered []Change
+		ids := map[uint64]bool{}
+		for f, c := range classes {
+			at := t0.Add(time.Duration(f) * 100 * time.Millisecond)
+			got, ch := tr.Update(at, []Detection{{Box: box(100+5*float64(f), 100, 40), Class: c, Label: []string{"car", "truck"}[c], Score: 0.9}})
+			ids[got[0]] = true
+			for _, x := range ch {
+				if x.Entered {
+					entered = append(entered, x)
+				}
+			}
+		}
+		left := tr.Flush()
+		switch {
+		case !strict && (len(ids) != 1 || len(entered) != 1 || len(left) != 1 || left[0].Object.Class != 0 || left[0].Object.Label != "car"):
+			t.Fatalf("flicker: ids %v, entered %d, left %+v; want one car", ids, len(entered), left)
+		case strict && (len(ids) != 2 || len(entered) != 2):
+			t.Fatalf("strict: ids %v, entered %d; want a car and a truck", ids, len(entered))
+		}
+	}
+	// The majority wins: three trucks after two cars make a truck.
+	tr := New(Config{MinHits: 1, MaxAge: time.Second})
+	for f, c := range []int{0, 0, 1, 1, 1} {
+		tr.Update(t0.Add(time.Duration(f)*100*time.Millisecond), []Detection{{Box: box(100, 100, 40), Class: c, Label: []string{"car", "truck"}[c]}})
+	}
+	if left := tr.Flush(); len(left) != 1 || left[0].Object.Label != "truck" {
+		t.Fatalf("left %+v, want one truck", left)
+	}
+}

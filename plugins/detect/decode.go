@@ -72,7 +72,8 @@ type detection struct {
 // postprocess maps candidates to the source frame and filters them, in
 // this order: drop non-finite or inverted boxes, map to the source and
 // clip, the class filter, empty boxes (nothing inside the frame) and
-// min_area, NMS (when the decoder needs it), then
+// min_area, NMS (per class when the decoder needs it; across classes with
+// class_agnostic, also on top of a model's own suppression), then
 // the best max_detections. Ties are broken by class, then by the order the
 // model gave the candidates.
 func postprocess(cands []candidate, tr imageprep.Transform, w, h int, o options, nms bool) []detection {
@@ -98,7 +99,7 @@ func postprocess(cands []candidate, tr imageprep.Transform, w, h int, o options,
 	for i := range order {
 		order[i] = i
 	}
-	if nms {
+	if nms || o.ClassAgnostic {
 		dets := make([]boxes.Detection, len(ds))
 		for i, d := range ds {
 			dets[i] = d.Detection

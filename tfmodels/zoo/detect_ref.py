@@ -16,7 +16,10 @@ Pipeline (`detect`):
                               b. map to the source frame, clip to [0,W]x[0,H]
                               c. class filter, then drop empty boxes (clipped
                                  area 0: outside the frame, or flat) and min_area
-                              d. greedy NMS (per class unless class_agnostic)
+                              d. greedy NMS: per class for the decoders that need
+                                 it (yolo, anchorfree, rows with nms), across
+                                 classes with class_agnostic (for every decoder:
+                                 on top of a model's own per-class suppression)
                               e. sort by (-score, class, order), cut to max_detections
     masks (odapi)             bilinear-resample each kept mask over its mapped
                               (unclipped) source box, threshold, COCO RLE
@@ -432,7 +435,7 @@ def postprocess(c: Candidates, tf: Transform, options: dict, nms_enabled: bool,
     if diag is not None:
         diag["nms_scores"] = c.scores.copy()
     # d. NMS
-    if nms_enabled:
+    if nms_enabled or bool(o["class_agnostic"]):
         trace = [] if diag is not None else None
         kept = nms(clipped, c.scores, c.classes, c.order, float(o["nms_threshold"]), bool(o["class_agnostic"]), trace,
                    limit=max(int(o["max_detections"]), 0))

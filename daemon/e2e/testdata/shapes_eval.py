@@ -75,9 +75,9 @@ def coco_sets(dir: str, detections: dict):
 
 
 def evaluate(gt: COCO, dets: list, kind: str) -> COCOeval:
-    dt = gt.loadRes([dict(d) for d in dets]) if dets else COCO()
-    e = COCOeval(gt, dt, kind)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports progress on stdout
+        dt = gt.loadRes([dict(d) for d in dets]) if dets else COCO()
+        e = COCOeval(gt, dt, kind)
         e.evaluate()
         e.accumulate()
         e.summarize()

@@ -1,8 +1,8 @@
 """A generated video of shapes moving, crossing and leaving, for the tracker
 test, and the scoring of tracks against it with py-motmetrics.
 
-    shapes_video.py make DIR
-        writes DIR/clip.mkv (lossless FFV1, SIZE x SIZE, FPS frames per second,
+    shapes_video.py make DIR [SIZE]
+        writes DIR/clip.mkv (lossless FFV1, SIZE x SIZE (default 96), FPS frames per second,
         FRAMES frames, encoded by ffmpeg) and DIR/truth.json:
           {"fps", "size", "frames", "objects": [{"id", "class", "label"}],
            "truth": [[{"id", "box": [x1, y1, x2, y2], "visible"}] per frame]}
@@ -16,15 +16,18 @@ test, and the scoring of tracks against it with py-motmetrics.
         Prints {"mota", "num_switches", "num_misses", "num_false_positives",
         "num_objects", "tracks": {object id: [track ids matched to it]}}.
 
-The scene (SIZE 96, FPS 10, 80 frames): two circles cross each other going
-opposite ways (the one drawn on top hides part of the other), a square comes
-in from the top and goes down across both their paths, drawn over them; all
-three have left the frame from frame 63 on, and the last 1.7 s are empty, so a tracker
-with max_age 1 s reports each one gone. An object counts in a frame when at
-least MIN_VISIBLE of it is visible; less visible, it is "don't care": a
-detection on it is neither a miss nor a false positive (as MOTChallenge
-ignores occluded and cut-off objects). Matching: same class and box IoU >=
-0.5 (distance 1 - IoU), the CLEAR MOT association of motmetrics.
+The scene (FPS 10, 80 frames; positions, sizes and speeds below are for 96 x 96
+and scale with SIZE): two circles (one class, two colours) cross each other
+going opposite ways, close enough that their boxes overlap and the one drawn
+on top hides a sliver of the other; a square comes in from the top and goes
+down across both their paths (after the lower circle has passed, before the
+upper one comes); all three have left the frame from frame 63 on, and the
+last 1.7 s are empty, so a tracker with max_age 1 s reports each one gone.
+An object counts in a frame when at least MIN_VISIBLE of it is visible; less
+visible, it is "don't care": a detection on it (of any class: a sliver of a
+circle may look like anything) is neither a miss nor a false positive (as
+MOTChallenge ignores occluded and cut-off objects). Matching:
+same class and box IoU >= 0.5 (distance 1 - IoU), the CLEAR MOT association of motmetrics.
 """
 from __future__ import annotations
 
@@ -47,26 +50,26 @@ NOISE = 10.0
 OBJECTS = [
     (1, "circle", 28, (220, 40, 40), (4.0, 34.0), (1.7, 0.0)),
     (2, "circle", 28, (235, 215, 40), (92.0, 56.0), (-1.7, 0.0)),
-    (3, "square", 24, (40, 60, 225), (48.0, -12.0), (0.0, 2.0)),
+    (3, "square", 24, (40, 60, 225), (76.0, -12.0), (0.0, 2.0)),
 ]
 
 
-def full_mask(cls: str, cx: float, cy: float, s: float, pad: int) -> np.ndarray:
-    """The whole shape on a canvas of SIZE + 2 pad (so parts outside the frame count)."""
-    n = SIZE + 2 * pad
+def full_mask(cls: str, cx: float, cy: float, s: float, size: int, pad: int) -> np.ndarray:
+    """The whole shape on a canvas of size + 2 pad (so parts outside the frame count)."""
+    n = size + 2 * pad
     return shapes._raster(shapes.CLASSES.index(cls), cx + pad, cy + pad, s, 0.0, 0, n, 0, n)
 
 
-def scene(t: int):
-    pad = SIZE
-    img = np.empty((SIZE, SIZE, 3), np.float64)
+def scene(t: int, size: int = SIZE):
+    pad, k = size, size / SIZE
+    img = np.empty((size, size, 3), np.float64)
     img[:] = BACKGROUND
-    owner = np.zeros((SIZE, SIZE), np.int32)
+    owner = np.zeros((size, size), np.int32)
     fulls = {}
     for oid, cls, s, colour, (x0, y0), (vx, vy) in OBJECTS:
-        m = full_mask(cls, x0 + vx * t, y0 + vy * t, s, pad)
+        m = full_mask(cls, k * (x0 + vx * t), k * (y0 + vy * t), k * s, size, pad)
         fulls[oid] = int(m.sum())
-        inside = m[pad:pad + SIZE, pad:pad + SIZE]
+        inside = m[pad:pad + size, pad:pad + size]
         img[inside] = colour
         owner[inside] = oid
     rng = np.random.default_rng([7, t])
@@ -82,16 +85,16 @@ def scene(t: int):
     return img, truth
 
 
-def make(dir: str) -> None:
+def make(dir: str, size: int = SIZE) -> None:
     os.makedirs(dir, exist_ok=True)
-    frames, truth = zip(*(scene(t) for t in range(FRAMES)))
+    frames, truth = zip(*(scene(t, size) for t in range(FRAMES)))
     clip = os.path.join(dir, "clip.mkv")
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                    "-s", f"{SIZE}x{SIZE}", "-r", str(FPS), "-i", "-", "-c:v", "ffv1", clip],
+                    "-s", f"{size}x{size}", "-r", str(FPS), "-i", "-", "-c:v", "ffv1", clip],
                    input=np.stack(frames).tobytes(), check=True)
     objects = [{"id": oid, "class": shapes.CLASSES.index(cls), "label": cls} for oid, cls, *_ in OBJECTS]
     with open(os.path.join(dir, "truth.json"), "w") as f:
-        json.dump({"fps": FPS, "size": SIZE, "frames": FRAMES, "objects": objects, "truth": list(truth)}, f)
+        json.dump({"fps": FPS, "size": size, "frames": FRAMES, "objects": objects, "truth": list(truth)}, f)
 
 
 def iou(a, b) -> float:
@@ -120,8 +123,8 @@ def score(dir: str, tracked: dict) -> dict:
         for d in dets:
             b = d["box"]
             box = [b["x1"], b["y1"], b["x2"], b["y2"]]
-            if any(classes[o["id"]] == d["class"] and iou(box, o["box"]) >= MATCH_IOU for o in ignored):
-                continue  # on a don't-care object
+            if any(iou(box, o["box"]) >= MATCH_IOU for o in ignored):
+                continue  # on a don't-care object, whatever the class it was given
             hyps.append((d["track_id"], d["class"], box))
         dist = np.full((len(counted), len(hyps)), np.nan)
         for i, o in enumerate(counted):
@@ -142,8 +145,8 @@ def score(dir: str, tracked: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "make":
-        make(argv[1])
+    if len(argv) in (2, 3) and argv[0] == "make":
+        make(argv[1], *map(int, argv[2:]))
         return 0
     if len(argv) == 3 and argv[0] == "score":
         with open(argv[2]) as f:

@@ -30,8 +30,13 @@ def test_the_scene_moves_crosses_and_leaves(clip):
     assert len(frames) == shapes_video.FRAMES and all(not f for f in frames[-17:])
     seen = {o["id"] for f in frames for o in f}
     assert seen == {1, 2, 3}
-    # some frame hides more than half of an object behind another
-    assert any(0 < o["visible"] < 0.5 and 10 < t < 50 for t, f in enumerate(frames) for o in f)
+    # the circles cross: their boxes overlap, and one hides part of the other
+    at = {t: {o["id"]: o for o in f} for t, f in enumerate(frames)}
+    crossing = [t for t in at if 1 in at[t] and 2 in at[t] and shapes_video.iou(at[t][1]["box"], at[t][2]["box"]) > 0]
+    assert crossing and min(at[t][1]["visible"] for t in crossing) < 1
+    # the square crosses both circles' paths: above one and below the other at some frames
+    assert any(f[3]["box"][3] < at[t].get(1, {"box": [0, 0, 0, 96]})["box"][1] for t, f in at.items() if 3 in f)
+    assert any(f[3]["box"][1] > at[t].get(2, {"box": [0, 0, 0, 0]})["box"][3] for t, f in at.items() if 3 in f)
     img, objs = shapes_video.scene(30)
     assert img.shape == (96, 96, 3) and [o["id"] for o in objs] == [1, 2, 3]
 
