@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/png"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/edgeinfer/edgeinfer/internal/mosquitto"
 	"github.com/edgeinfer/edgeinfer/plugins/common/boxes"
+	"github.com/edgeinfer/edgeinfer/plugins/common/masks"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
@@ -204,6 +208,9 @@ func TestTrainedDetectorsFindTheHeldOutShapesThroughTheDaemon(t *testing.T) {
 		fmt.Fprintf(&sensors, "[sensors.%s]\nkind = \"dir\"\npath = %q\nsettle = \"50ms\"\n", p.name, p.inbox)
 		fmt.Fprintf(&extra, "[pipelines.%s]\nsensor = %q\nmodel = %q\n[pipelines.%s.options]\nscore_threshold = 0.05\nmax_detections = 100\n",
 			p.name, p.name, p.model, p.name)
+		if p.minMaskIoU > 0 {
+			extra.WriteString("mask_png = true\n")
+		}
 	}
 	proc, w := run(t, setup{broker: mosquitto.Start(t), sensors: sensors.String(), repo: models(t), extra: extra.String()})
 	for _, p := range pipes {
@@ -258,6 +265,63 @@ func TestTrainedDetectorsFindTheHeldOutShapesThroughTheDaemon(t *testing.T) {
 		if score.MAP50 < p.minMAP || score.MaskIoU < p.minMaskIoU {
 			t.Errorf("%s: box mAP@0.5 %.3f (want >= %.2f), mask IoU %.3f (want >= %.2f)", p.name, score.MAP50, p.minMAP, score.MaskIoU, p.minMaskIoU)
 		}
+		if p.minMaskIoU > 0 {
+			checkMaskPNGs(t, w, p.name, n)
+		}
+	}
+}
+
+// checkMaskPNGs checks that each of the n results of pipeline came right
+// after a PNG on <pipeline>/mask that paints its RLE masks (pixel = index
+// of the detection + 1, the best on top).
+func checkMaskPNGs(t *testing.T, w *watcher, pipeline string, n int) {
+	t.Helper()
+	w.mu.Lock()
+	msgs := slices.Clone(w.msgs)
+	w.mu.Unlock()
+	var last []byte
+	checked := 0
+	for _, m := range msgs {
+		switch m.topic {
+		case pipeline + "/mask":
+			last = m.payload
+		case pipeline + "/result":
+			var r struct {
+				Width, Height int
+				Output        struct {
+					Detections []struct {
+						Mask masks.RLE `json:"mask"`
+					} `json:"detections"`
+				} `json:"output"`
+			}
+			if err := json.Unmarshal(m.payload, &r); err != nil {
+				t.Fatal(err)
+			}
+			img, err := png.Decode(bytes.NewReader(last))
+			if err != nil {
+				t.Fatalf("result %d: no mask PNG before it: %v", checked, err)
+			}
+			want := make([]uint8, r.Width*r.Height)
+			for j := len(r.Output.Detections) - 1; j >= 0; j-- {
+				px, err := masks.Decode(r.Output.Detections[j].Mask)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for k, on := range px {
+					if on {
+						want[k] = uint8(j + 1)
+					}
+				}
+			}
+			if p, ok := img.(*image.Paletted); !ok || p.Bounds().Dx() != r.Width || !bytes.Equal(p.Pix, want) {
+				t.Fatalf("result %d: the mask PNG before it is not its masks painted", checked)
+			}
+			last = nil
+			checked++
+		}
+	}
+	if checked != n {
+		t.Fatalf("%d results checked against their mask PNG, want %d", checked, n)
 	}
 }
 

@@ -1,8 +1,9 @@
 // Package pipeline is the pipeline worker: it takes one frame at a time from
 // its queue (daemon/router), runs it on the process that serves its model
 // now (a lease from daemon/serving, so a version switch happens between
-// frames), and publishes the result. The frame's input is released only
-// once the broker has the result.
+// frames), and publishes the result, after the images the task made for
+// dashboards (sdk.Result.Images, each on <prefix>/<pipeline>/<name>). The
+// frame's input is released only once the broker has the result.
 //
 // A process that dies or hangs (no answer within the pipeline's timeout)
 // is restarted by the lifecycle and the frame tried again, up to retries
@@ -16,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"path"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -172,6 +175,23 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 		p.fail(j, model, fmt.Errorf("encode result: %w", err))
 		return
 	}
+	names := slices.Sorted(maps.Keys(res.Images))
+	for _, name := range names {
+		if !imageName(name) {
+			p.fail(j, model, fmt.Errorf("the plugin made an image named %q: want lower case letters, digits and _, not \"result\"", name))
+			return
+		}
+	}
+	for _, name := range names {
+		p.env.Publishing.Add(1)
+		topic := path.Dir(p.env.Topic) + "/" + name
+		p.env.Bus.PublishThen(topic, p.env.Retain, res.Images[name], func(err error) {
+			defer p.env.Publishing.Done()
+			if err != nil {
+				p.env.Logger.Warn("image not published", "topic", topic, "err", err)
+			}
+		})
+	}
 	// The frame is finished (its file moved to done/, its MQTT message
 	// acknowledged) only once the broker has the result, so a crash in
 	// between loses nothing: the input is processed again.
@@ -189,6 +209,20 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 	if p.env.LogResults {
 		p.env.Logger.Info("result", "source", f.Source, "version", v.Version, "output", string(res.Output), "total_ms", r.Timings.Total)
 	}
+}
+
+// imageName reports whether name can be the last level of an image's
+// topic: lower case letters, digits and _, and not the result's.
+func imageName(name string) bool {
+	if name == "" || name == "result" {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // track gives the detections of a result their track ids and publishes

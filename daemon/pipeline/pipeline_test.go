@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,7 +27,8 @@ import (
 
 // task is a fake plugin task: it answers with the sum of the pixels, refuses
 // frames of width 0, dies on seq 13 (once per process, as long as crashes
-// lasts) and hangs on seq 21 the first time.
+// lasts), hangs on seq 21 the first time, and makes an image named "mask"
+// on seq 31 and one named "Mask/1" on seq 32.
 type task struct {
 	crashes *atomic.Int32 // seq 13 kills the process while > 0
 	hung    *atomic.Bool  // seq 21 hangs once
@@ -57,23 +59,34 @@ func (t *task) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 		sum += int(b)
 	}
 	out, _ := json.Marshal(map[string]any{"pipeline": f.Pipeline, "sum": sum})
+	switch f.Seq {
+	case 31:
+		return sdk.Result{Output: out, Images: map[string][]byte{"mask": []byte("image 31")}}, nil
+	case 32:
+		return sdk.Result{Output: out, Images: map[string][]byte{"Mask/1": []byte("image 32")}}, nil
+	}
 	return sdk.Result{Output: out}, nil
 }
 
-// bus records published results and acknowledges them, or fails them.
+// bus records published results (and the topics of everything
+// published, in order) and acknowledges them, or fails them.
 type bus struct {
 	mu      sync.Mutex
 	results []payload.Result
+	topics  []string
 	fail    bool
 }
 
-func (b *bus) PublishThen(_ string, _ bool, body []byte, then func(error)) {
+func (b *bus) PublishThen(topic string, _ bool, body []byte, then func(error)) {
 	var r payload.Result
 	json.Unmarshal(body, &r)
 	b.mu.Lock()
 	fail := b.fail
 	if !fail {
-		b.results = append(b.results, r)
+		b.topics = append(b.topics, topic+" "+string(body[:min(len(body), 8)]))
+		if strings.HasSuffix(topic, "/result") {
+			b.results = append(b.results, r)
+		}
 	}
 	b.mu.Unlock()
 	if fail {
@@ -195,6 +208,25 @@ func TestEachFrameGetsOneResultNamingTheVersionAndItsOwnPixels(t *testing.T) {
 		if r.Seq != uint64(i+1) || r.Model.Version != "1" || r.Model.PID == 0 || out.Pipeline != "p" || out.Sum != i+1+5 {
 			t.Fatalf("result %d: %+v %s", i, r, r.Output)
 		}
+	}
+}
+
+// A task's image goes out on <prefix>/<pipeline>/<name> before the
+// result; an image whose name cannot be a topic level fails the frame,
+// naming it, and nothing of that frame is published.
+func TestImagesArePublishedBeforeTheirResultUnderTheirName(t *testing.T) {
+	e := start(t, 5*time.Second)
+	dones := e.deliver(t, 31, 32)
+	if err := finished(t, dones[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := finished(t, dones[1]); err == nil || !strings.Contains(err.Error(), `"Mask/1"`) {
+		t.Fatalf("frame 32 finished with %v, want an error naming the image", err)
+	}
+	e.bus.mu.Lock()
+	defer e.bus.mu.Unlock()
+	if want := []string{"t/p/mask image 31", `t/p/result {"schema`}; !slices.Equal(e.bus.topics, want) {
+		t.Fatalf("published %q, want %q", e.bus.topics, want)
 	}
 }
 

@@ -29,6 +29,7 @@ type options struct {
 	Resize         string   `json:"resize"`          // letterbox | stretch; default the manifest's input.resize
 	Masks          *bool    `json:"masks"`           // publish masks (models that have them); default true
 	MaskThreshold  float64  `json:"mask_threshold"`  // default 0.5
+	MaskPNG        bool     `json:"mask_png"`        // also publish the masks as a PNG on <prefix>/<pipeline>/mask
 
 	classSet map[int]bool // Classes as indices; nil: all
 }
@@ -55,6 +56,10 @@ func parseOptions(raw json.RawMessage, man manifest.Manifest) (options, error) {
 		return o, fmt.Errorf("mask_threshold is %g, must be in (0, 1)", o.MaskThreshold)
 	case o.Masks != nil && *o.Masks && man.Output.Masks == "":
 		return o, fmt.Errorf("masks: the model has no masks (output.masks in edgeinfer.toml)")
+	case o.MaskPNG && man.Output.Masks == "":
+		return o, fmt.Errorf("mask_png: the model has no masks (output.masks in edgeinfer.toml)")
+	case o.MaskPNG && o.Masks != nil && !*o.Masks:
+		return o, fmt.Errorf("mask_png needs masks = true")
 	}
 	if o.Classes != nil {
 		o.classSet = map[int]bool{}
@@ -169,6 +174,10 @@ func (d *detector) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 	kept := postprocess(cands, fr.Transform, f.Width, f.Height, fr.Options, d.dec.nms())
 	res := output{Detections: make([]Detection, 0, len(kept)), Candidates: len(cands)}
 	withMasks := d.Man.Output.Masks != "" && (fr.Options.Masks == nil || *fr.Options.Masks)
+	var index []uint8 // mask_png: detection i + 1 where its mask is on (the best on top)
+	if fr.Options.MaskPNG {
+		index = make([]uint8, f.Width*f.Height)
+	}
 	for _, k := range kept {
 		det := Detection{
 			Label: d.Man.Labels[k.Class], Class: k.Class, Score: float32(k.Score),
@@ -180,6 +189,13 @@ func (d *detector) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 			px, n := masks.Paste(m.data[k.mask*mh*mw:(k.mask+1)*mh*mw], mw, mh, k.unclipped, f.Width, f.Height, fr.Options.MaskThreshold)
 			rle := masks.Encode(px, f.Width, f.Height)
 			det.Mask, det.Area = &rle, n
+			if i := len(res.Detections); index != nil && i < 255 {
+				for p, on := range px {
+					if on && index[p] == 0 {
+						index[p] = uint8(i + 1)
+					}
+				}
+			}
 		}
 		res.Detections = append(res.Detections, det)
 	}
@@ -187,7 +203,15 @@ func (d *detector) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 	if err != nil {
 		return sdk.Result{}, err
 	}
-	return sdk.Result{Output: b, Timings: sdk.Timings{
+	var images map[string][]byte
+	if index != nil {
+		png, err := masks.PalettePNG(index, f.Width, f.Height)
+		if err != nil {
+			return sdk.Result{}, err
+		}
+		images = map[string][]byte{"mask": png}
+	}
+	return sdk.Result{Output: b, Images: images, Timings: sdk.Timings{
 		Preprocess:  preprocessed.Sub(start),
 		Inference:   inferred.Sub(preprocessed),
 		Postprocess: time.Since(inferred),

@@ -1,15 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"image"
+	"image/png"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/BurntSushi/toml"
 
 	"github.com/edgeinfer/edgeinfer/plugins/common/imageprep"
 	"github.com/edgeinfer/edgeinfer/plugins/common/masks"
@@ -109,6 +114,56 @@ func TestZooDetectorsGiveBoxesInsideTheFrame(t *testing.T) {
 	}
 }
 
+// With mask_png, Mask R-CNN's result comes with a PNG of the frame's size
+// whose pixel is i + 1 where detection i's mask is on (the best detection
+// on top) and 0 elsewhere: the published RLE masks, painted.
+func TestMaskPNGPaintsThePublishedMasks(t *testing.T) {
+	d := load(t, modelDir(t, "mask_rcnn"), `{"score_threshold": 0.05, "mask_png": true}`)
+	painted := 0
+	for i, sz := range [][2]int{{640, 480}, {200, 333}} {
+		res, err := d.Infer(context.Background(), randomFrame(sz[0], sz[1], uint64(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out output
+		if err := json.Unmarshal(res.Output, &out); err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(res.Images["mask"]))
+		if err != nil {
+			t.Fatalf("images %d: %v", len(res.Images), err)
+		}
+		p := img.(*image.Paletted)
+		want := make([]uint8, sz[0]*sz[1])
+		for j := len(out.Detections) - 1; j >= 0; j-- {
+			m, err := masks.Decode(*out.Detections[j].Mask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, on := range m {
+				if on {
+					want[k] = uint8(j + 1)
+				}
+			}
+		}
+		if p.Bounds() != image.Rect(0, 0, sz[0], sz[1]) || !bytes.Equal(p.Pix, want) {
+			t.Fatalf("%dx%d: the PNG (%v) is not the %d masks painted", sz[0], sz[1], p.Bounds(), len(out.Detections))
+		}
+		for _, v := range want {
+			if v != 0 {
+				painted++
+			}
+		}
+	}
+	if painted == 0 {
+		t.Fatal("no mask pixel in any frame: nothing was checked")
+	}
+	plain := load(t, modelDir(t, "mask_rcnn"), `{"score_threshold": 0.05}`)
+	if res, err := plain.Infer(context.Background(), randomFrame(64, 48, 9)); err != nil || res.Images != nil {
+		t.Fatalf("without mask_png: images %v, %v", res.Images, err)
+	}
+}
+
 // Letterboxing maps the input back to the frame: a frame letterboxed and
 // decoded gives the same boxes as the model's own input size would, scaled.
 func TestLetterboxBoxesAreInFramePixels(t *testing.T) {
@@ -149,6 +204,7 @@ func TestOptionsAreCheckedAndNamed(t *testing.T) {
 		{`{"resize": "crop"}`, `resize is "crop"`},
 		{`{"masks": true}`, "masks: the model has no masks"},
 		{`{"mask_threshold": 1}`, "mask_threshold is 1"},
+		{`{"mask_png": true}`, "mask_png: the model has no masks"},
 		{`{"top_k": 3}`, `unknown field "top_k"`},
 	} {
 		if _, err := parseOptions(json.RawMessage(tc.options), man); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -291,5 +347,33 @@ func TestDecodeSurvivesBadRawOutputs(t *testing.T) {
 	cands, _ := dec.decode([]tensor{rowsOf(many...)}, o)
 	if kept := postprocess(cands, tr, 200, 100, o, true); len(cands) != 10000 || len(kept) != o.MaxDetections {
 		t.Fatalf("%d candidates, %d kept", len(cands), len(kept))
+	}
+}
+
+// sample.conf's options are valid for the models it names.
+func TestSampleConfOptionsAreValid(t *testing.T) {
+	var conf struct {
+		Pipelines map[string]struct {
+			Model   string         `toml:"model"`
+			Options map[string]any `toml:"options"`
+		} `toml:"pipelines"`
+	}
+	if _, err := toml.DecodeFile("sample.conf", &conf); err != nil {
+		t.Fatal(err)
+	}
+	repos := map[string]string{"centernet": os.Getenv("EDGEINFER_REAL_MODELS"), "shapes_mask_rcnn": os.Getenv("EDGEINFER_MODELS")}
+	for name, p := range conf.Pipelines {
+		repo, ok := repos[p.Model]
+		if !ok || repo == "" {
+			t.Fatalf("pipeline %s: model %q is not one this test knows (or EDGEINFER_MODELS / EDGEINFER_REAL_MODELS is not set)", name, p.Model)
+		}
+		man, err := manifest.Read(filepath.Join(repo, p.Model, "1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := json.Marshal(p.Options)
+		if _, err := parseOptions(raw, man); err != nil {
+			t.Errorf("pipeline %s: %v", name, err)
+		}
 	}
 }

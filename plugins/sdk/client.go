@@ -229,7 +229,7 @@ func (p *Plugin) Infer(ctx context.Context, f Frame) (res Result, err error) {
 			}
 			return &remoteError{msg: r.Error}
 		}
-		res = Result{Output: json.RawMessage(r.OutputJson),
+		res = Result{Output: json.RawMessage(r.OutputJson), Images: r.Images,
 			Timings: Timings{
 				Preprocess:  time.Duration(r.PreprocessNs),
 				Inference:   time.Duration(r.InferenceNs),

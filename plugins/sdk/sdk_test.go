@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,7 +99,7 @@ func (e *echoTask) Infer(ctx context.Context, f Frame) (Result, error) {
 	sum := sha256.Sum256(f.RGB)
 	out, _ := json.Marshal(echo{Model: e.model, Pipeline: f.Pipeline, Options: opts, Seq: f.Seq,
 		SHA256: hex.EncodeToString(sum[:]), Inflight: inflight})
-	return Result{Output: out, Timings: Timings{Inference: 1234}}, nil
+	return Result{Output: out, Timings: Timings{Inference: 1234}, Images: map[string][]byte{"corner": slices.Clone(f.RGB[:3])}}, nil
 }
 
 // ready loads model m into p and configures pipeline cam, as the daemon would.
@@ -156,12 +157,16 @@ func frame(seq uint64, w, h int) Frame {
 	return Frame{Pipeline: "cam", Seq: seq, Width: w, Height: h, RGB: rgb}
 }
 
-// inferEcho runs f and decodes the echo.
+// inferEcho runs f and decodes the echo; the task's image (the first
+// pixel) must have travelled with it.
 func inferEcho(t *testing.T, p Process, f Frame) (echo, Timings) {
 	t.Helper()
 	res, err := p.Infer(context.Background(), f)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(res.Images) != 1 || !bytes.Equal(res.Images["corner"], f.RGB[:3]) {
+		t.Fatalf("images %v, want corner = %v", res.Images, f.RGB[:3])
 	}
 	var out echo
 	if err := json.Unmarshal(res.Output, &out); err != nil {

@@ -137,6 +137,7 @@ func (s *server) infer(ctx context.Context, req *taskpb.InferRequest) *taskpb.In
 	}
 	return &taskpb.InferResponse{
 		OutputJson:    res.Output,
+		Images:        res.Images,
 		PreprocessNs:  int64(res.Timings.Preprocess),
 		InferenceNs:   int64(res.Timings.Inference),
 		PostprocessNs: int64(res.Timings.Postprocess),

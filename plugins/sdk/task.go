@@ -85,10 +85,15 @@ type Frame struct {
 }
 
 // Result is what a task made of one frame: its own JSON fields (documented
-// in the plugin's README) and how long each step took.
+// in the plugin's README), how long each step took, and optionally images
+// for dashboards.
 type Result struct {
 	Output  json.RawMessage
 	Timings Timings
+	// Images are published beside the result, each as it is (e.g. PNG
+	// bytes) on <prefix>/<pipeline>/<name>, before the result. A name is
+	// lower case letters, digits and "_", and not "result".
+	Images map[string][]byte
 }
 
 // Timings of one Infer inside the plugin.

@@ -119,6 +119,13 @@ func (f *Fake) Infer(ctx context.Context, fr Frame) (Result, error) {
 		return f.task.Infer(ctx, fr)
 	})
 	res.Output = bytes.Clone(res.Output)
+	if res.Images != nil {
+		images := make(map[string][]byte, len(res.Images))
+		for name, b := range res.Images {
+			images[name] = bytes.Clone(b)
+		}
+		res.Images = images
+	}
 	return res, err
 }
 

@@ -1,12 +1,17 @@
 // Package masks holds what plugins do with per-pixel masks: pasting a
 // detector's fixed-size mask (Mask R-CNN's 28x28) into its box in the
 // source frame, and COCO run-length encoding, the compact form results
-// carry (pycocotools decodes it: mask.decode(rle)).
+// carry (pycocotools decodes it: mask.decode(rle)), and the paletted PNG
+// of an index map that dashboards show.
 package masks
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"math"
 
 	"github.com/edgeinfer/edgeinfer/plugins/common/boxes"
@@ -159,3 +164,48 @@ func Decode(r RLE) ([]bool, error) {
 	}
 	return mask, nil
 }
+
+// PalettePNG encodes a w x h map of indices (row-major) as a paletted PNG
+// for dashboards: index 0 is transparent, and each other index has its own
+// opaque colour (hues spread by the golden angle, so neighbours differ).
+// The pixel values read back are the indices.
+func PalettePNG(index []uint8, w, h int) ([]byte, error) {
+	if w <= 0 || h <= 0 || len(index) != w*h {
+		return nil, fmt.Errorf("palette png: %d indices for %dx%d", len(index), w, h)
+	}
+	img := image.NewPaletted(image.Rect(0, 0, w, h), palette)
+	copy(img.Pix, index)
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// palette is PalettePNG's: transparent, then 255 colours.
+var palette = func() color.Palette {
+	p := make(color.Palette, 256)
+	p[0] = color.NRGBA{}
+	for i := 1; i < 256; i++ {
+		h := math.Mod(float64(i-1)*137.508, 360) / 60 // golden angle, in sixths of the circle
+		x := 1 - math.Abs(math.Mod(h, 2)-1)
+		var r, g, b float64
+		switch int(h) {
+		case 0:
+			r, g = 1, x
+		case 1:
+			r, g = x, 1
+		case 2:
+			g, b = 1, x
+		case 3:
+			g, b = x, 1
+		case 4:
+			r, b = x, 1
+		default:
+			r, b = 1, x
+		}
+		v := 0.55 + 0.45*float64(i%2) // alternate bright and darker shades
+		p[i] = color.NRGBA{uint8(255 * r * v), uint8(255 * g * v), uint8(255 * b * v), 255}
+	}
+	return p
+}()

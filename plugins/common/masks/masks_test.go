@@ -3,6 +3,8 @@ package masks
 import (
 	"bytes"
 	"encoding/json"
+	"image"
+	"image/png"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -160,5 +162,45 @@ func repoRoot(t *testing.T) string {
 			t.Fatal("no go.mod above the test")
 		}
 		dir = parent
+	}
+}
+
+// A palette PNG decodes back to its indices, with 0 transparent and every
+// other index an opaque colour different from its neighbours'.
+func TestPalettePNGKeepsTheIndices(t *testing.T) {
+	w, h := 37, 21
+	index := make([]uint8, w*h)
+	for i := range index {
+		index[i] = uint8(i * 7 % 256)
+	}
+	b, err := PalettePNG(index, w, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ok := img.(*image.Paletted)
+	if !ok || p.Bounds().Dx() != w || p.Bounds().Dy() != h {
+		t.Fatalf("decoded %T %v", img, img.Bounds())
+	}
+	for y := range h {
+		for x := range w {
+			if got := p.ColorIndexAt(x, y); got != index[y*w+x] {
+				t.Fatalf("pixel (%d, %d) = %d, want %d", x, y, got, index[y*w+x])
+			}
+		}
+	}
+	if _, _, _, a := p.Palette[0].RGBA(); a != 0 {
+		t.Fatal("index 0 is not transparent")
+	}
+	for i := 1; i < 256; i++ {
+		if _, _, _, a := p.Palette[i].RGBA(); a != 0xffff || p.Palette[i] == p.Palette[i-1] {
+			t.Fatalf("colour %d: %v (previous %v)", i, p.Palette[i], p.Palette[i-1])
+		}
+	}
+	if _, err := PalettePNG(index, w, h+1); err == nil {
+		t.Fatal("a short index map was encoded")
 	}
 }

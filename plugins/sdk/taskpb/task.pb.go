@@ -543,8 +543,9 @@ type InferResponse struct {
 	PreprocessNs  int64                  `protobuf:"varint,2,opt,name=preprocess_ns,json=preprocessNs,proto3" json:"preprocess_ns,omitempty"`
 	InferenceNs   int64                  `protobuf:"varint,3,opt,name=inference_ns,json=inferenceNs,proto3" json:"inference_ns,omitempty"`
 	PostprocessNs int64                  `protobuf:"varint,4,opt,name=postprocess_ns,json=postprocessNs,proto3" json:"postprocess_ns,omitempty"`
-	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`                        // the task's error; empty on success
-	BadFrame      bool                   `protobuf:"varint,6,opt,name=bad_frame,json=badFrame,proto3" json:"bad_frame,omitempty"` // the error is sdk.ErrBadFrame: the frame is unusable
+	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`                                                                             // the task's error; empty on success
+	BadFrame      bool                   `protobuf:"varint,6,opt,name=bad_frame,json=badFrame,proto3" json:"bad_frame,omitempty"`                                                      // the error is sdk.ErrBadFrame: the frame is unusable
+	Images        map[string][]byte      `protobuf:"bytes,7,rep,name=images,proto3" json:"images,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // Result.Images: published on <prefix>/<pipeline>/<name>
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -621,6 +622,13 @@ func (x *InferResponse) GetBadFrame() bool {
 	return false
 }
 
+func (x *InferResponse) GetImages() map[string][]byte {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
 var File_task_proto protoreflect.FileDescriptor
 
 const file_task_proto_rawDesc = "" +
@@ -664,7 +672,7 @@ const file_task_proto_rawDesc = "" +
 	"\x06shared\x18\x04 \x01(\v2\x1f.edgeinfer.task.v1.SharedPixelsH\x00R\x06shared\x12\x12\n" +
 	"\x03rgb\x18\x05 \x01(\fH\x00R\x03rgb\x12\x1a\n" +
 	"\bpipeline\x18\x06 \x01(\tR\bpipelineB\b\n" +
-	"\x06pixels\"\xd2\x01\n" +
+	"\x06pixels\"\xd3\x02\n" +
 	"\rInferResponse\x12\x1f\n" +
 	"\voutput_json\x18\x01 \x01(\fR\n" +
 	"outputJson\x12#\n" +
@@ -672,7 +680,11 @@ const file_task_proto_rawDesc = "" +
 	"\finference_ns\x18\x03 \x01(\x03R\vinferenceNs\x12%\n" +
 	"\x0epostprocess_ns\x18\x04 \x01(\x03R\rpostprocessNs\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1b\n" +
-	"\tbad_frame\x18\x06 \x01(\bR\bbadFrame2\xcc\x02\n" +
+	"\tbad_frame\x18\x06 \x01(\bR\bbadFrame\x12D\n" +
+	"\x06images\x18\a \x03(\v2,.edgeinfer.task.v1.InferResponse.ImagesEntryR\x06images\x1a9\n" +
+	"\vImagesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x012\xcc\x02\n" +
 	"\x04Task\x12G\n" +
 	"\x04Load\x12\x1e.edgeinfer.task.v1.LoadRequest\x1a\x1f.edgeinfer.task.v1.LoadResponse\x12V\n" +
 	"\tConfigure\x12#.edgeinfer.task.v1.ConfigureRequest\x1a$.edgeinfer.task.v1.ConfigureResponse\x12S\n" +
@@ -691,7 +703,7 @@ func file_task_proto_rawDescGZIP() []byte {
 	return file_task_proto_rawDescData
 }
 
-var file_task_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_task_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_task_proto_goTypes = []any{
 	(*LoadRequest)(nil),       // 0: edgeinfer.task.v1.LoadRequest
 	(*LoadResponse)(nil),      // 1: edgeinfer.task.v1.LoadResponse
@@ -703,23 +715,25 @@ var file_task_proto_goTypes = []any{
 	(*InferRequest)(nil),      // 7: edgeinfer.task.v1.InferRequest
 	(*InferResponse)(nil),     // 8: edgeinfer.task.v1.InferResponse
 	nil,                       // 9: edgeinfer.task.v1.ConfigureRequest.PipelinesEntry
+	nil,                       // 10: edgeinfer.task.v1.InferResponse.ImagesEntry
 }
 var file_task_proto_depIdxs = []int32{
-	9, // 0: edgeinfer.task.v1.ConfigureRequest.pipelines:type_name -> edgeinfer.task.v1.ConfigureRequest.PipelinesEntry
-	6, // 1: edgeinfer.task.v1.InferRequest.shared:type_name -> edgeinfer.task.v1.SharedPixels
-	0, // 2: edgeinfer.task.v1.Task.Load:input_type -> edgeinfer.task.v1.LoadRequest
-	2, // 3: edgeinfer.task.v1.Task.Configure:input_type -> edgeinfer.task.v1.ConfigureRequest
-	4, // 4: edgeinfer.task.v1.Task.Validate:input_type -> edgeinfer.task.v1.ValidateRequest
-	7, // 5: edgeinfer.task.v1.Task.Infer:input_type -> edgeinfer.task.v1.InferRequest
-	1, // 6: edgeinfer.task.v1.Task.Load:output_type -> edgeinfer.task.v1.LoadResponse
-	3, // 7: edgeinfer.task.v1.Task.Configure:output_type -> edgeinfer.task.v1.ConfigureResponse
-	5, // 8: edgeinfer.task.v1.Task.Validate:output_type -> edgeinfer.task.v1.ValidateResponse
-	8, // 9: edgeinfer.task.v1.Task.Infer:output_type -> edgeinfer.task.v1.InferResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	9,  // 0: edgeinfer.task.v1.ConfigureRequest.pipelines:type_name -> edgeinfer.task.v1.ConfigureRequest.PipelinesEntry
+	6,  // 1: edgeinfer.task.v1.InferRequest.shared:type_name -> edgeinfer.task.v1.SharedPixels
+	10, // 2: edgeinfer.task.v1.InferResponse.images:type_name -> edgeinfer.task.v1.InferResponse.ImagesEntry
+	0,  // 3: edgeinfer.task.v1.Task.Load:input_type -> edgeinfer.task.v1.LoadRequest
+	2,  // 4: edgeinfer.task.v1.Task.Configure:input_type -> edgeinfer.task.v1.ConfigureRequest
+	4,  // 5: edgeinfer.task.v1.Task.Validate:input_type -> edgeinfer.task.v1.ValidateRequest
+	7,  // 6: edgeinfer.task.v1.Task.Infer:input_type -> edgeinfer.task.v1.InferRequest
+	1,  // 7: edgeinfer.task.v1.Task.Load:output_type -> edgeinfer.task.v1.LoadResponse
+	3,  // 8: edgeinfer.task.v1.Task.Configure:output_type -> edgeinfer.task.v1.ConfigureResponse
+	5,  // 9: edgeinfer.task.v1.Task.Validate:output_type -> edgeinfer.task.v1.ValidateResponse
+	8,  // 10: edgeinfer.task.v1.Task.Infer:output_type -> edgeinfer.task.v1.InferResponse
+	7,  // [7:11] is the sub-list for method output_type
+	3,  // [3:7] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_task_proto_init() }
@@ -737,7 +751,7 @@ func file_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_task_proto_rawDesc), len(file_task_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
