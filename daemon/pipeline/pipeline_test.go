@@ -20,6 +20,7 @@ import (
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
 	"github.com/edgeinfer/edgeinfer/daemon/router"
 	"github.com/edgeinfer/edgeinfer/daemon/serving"
+	"github.com/edgeinfer/edgeinfer/daemon/track"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/sensors"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
@@ -28,7 +29,8 @@ import (
 // task is a fake plugin task: it answers with the sum of the pixels, refuses
 // frames of width 0, dies on seq 13 (once per process, as long as crashes
 // lasts), hangs on seq 21 the first time, and makes an image named "mask"
-// on seq 31 and one named "Mask/1" on seq 32.
+// on seq 31 and one named "Mask/1" on seq 32. From seq 101 on it detects
+// one object, 1 pixel further right at each seq.
 type task struct {
 	crashes *atomic.Int32 // seq 13 kills the process while > 0
 	hung    *atomic.Bool  // seq 21 hangs once
@@ -59,6 +61,11 @@ func (t *task) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 		sum += int(b)
 	}
 	out, _ := json.Marshal(map[string]any{"pipeline": f.Pipeline, "sum": sum})
+	if f.Seq > 100 {
+		x := float64(f.Seq - 100)
+		out, _ = json.Marshal(map[string]any{"detections": []map[string]any{
+			{"label": "a", "class": 0, "score": 0.9, "box": map[string]float64{"x1": x, "y1": 0, "x2": x + 10, "y2": 10}}}})
+	}
 	switch f.Seq {
 	case 31:
 		return sdk.Result{Output: out, Images: map[string][]byte{"mask": []byte("image 31")}}, nil
@@ -227,6 +234,72 @@ func TestImagesArePublishedBeforeTheirResultUnderTheirName(t *testing.T) {
 	defer e.bus.mu.Unlock()
 	if want := []string{"t/p/mask image 31", `t/p/result {"schema`}; !slices.Equal(e.bus.topics, want) {
 		t.Fatalf("published %q, want %q", e.bus.topics, want)
+	}
+}
+
+// Tracks live in the pipeline, not in the plugin: when a new version of
+// the model takes over between two frames, the object keeps its track id
+// and does not enter again.
+func TestTracksSurviveAModelVersionSwap(t *testing.T) {
+	e := start(t, 5*time.Second)
+	cfg := track.Config{MinHits: 2}.Defaults()
+	e.p.Update(Settings{Timeout: 5 * time.Second, Retries: 2, Tracker: &cfg}, e.mgr.Model("m"))
+	seq := uint64(101)
+	next := func() payload.Result {
+		t.Helper()
+		if err := finished(t, e.deliver(t, seq)[0]); err != nil {
+			t.Fatal(err)
+		}
+		seq++
+		e.bus.mu.Lock()
+		defer e.bus.mu.Unlock()
+		return e.bus.results[len(e.bus.results)-1]
+	}
+	for range 3 {
+		next()
+	}
+	v := func(n int, fp string) repo.Version {
+		return repo.Version{Model: "m", Version: fmt.Sprint(n), Num: n, Dir: fmt.Sprintf("/models/m/%d", n), Fingerprint: fp,
+			Manifest: manifest.Manifest{Task: "classify"}}
+	}
+	e.mgr.Model("m").SetVersions([]repo.Version{v(2, "b"), v(1, "a")}) // newest first, as the repository lists them
+	deadline := time.Now().Add(10 * time.Second)
+	for next().Model.Version != "2" {
+		if time.Now().After(deadline) {
+			t.Fatal("version 2 never served")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for range 3 {
+		next()
+	}
+	e.bus.mu.Lock()
+	defer e.bus.mu.Unlock()
+	ids := map[float64]bool{}
+	versions := map[string]bool{}
+	for _, r := range e.bus.results {
+		var out struct {
+			Detections []struct {
+				TrackID float64 `json:"track_id"`
+			} `json:"detections"`
+		}
+		if err := json.Unmarshal(r.Output, &out); err != nil || len(out.Detections) != 1 {
+			t.Fatalf("result %d: %s", r.Seq, r.Output)
+		}
+		ids[out.Detections[0].TrackID] = true
+		versions[r.Model.Version] = true
+	}
+	if len(ids) != 1 || !versions["1"] || !versions["2"] {
+		t.Fatalf("track ids %v over versions %v: want one id across both", ids, versions)
+	}
+	entered := 0
+	for len(e.events) > 0 {
+		if ev := <-e.events; ev.Type == payload.EventObjectEntered {
+			entered++
+		}
+	}
+	if entered != 1 {
+		t.Fatalf("%d object_entered events, want 1", entered)
 	}
 }
 
