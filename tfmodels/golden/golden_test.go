@@ -14,10 +14,12 @@ import (
 	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
 
-// zooModels are the tiny exports `make models` writes (tfmodels/zoo/export.py REGISTRY).
+// zooModels are the tiny exports `make models` writes (tfmodels/zoo/export.py
+// REGISTRY) and the detectors `make models-trained` trains on the shapes set.
 var zooModels = []string{
 	"alexnet", "anchorfree", "facenet", "faster_rcnn", "fcn16s", "fcn32s", "fcn8s", "googlenet", "lenet5",
-	"mask_rcnn", "resnet50", "siamese", "unet", "vgg16", "vgg16_fcn", "video_lstm", "yolov3",
+	"mask_rcnn", "resnet50", "shapes_faster_rcnn", "shapes_mask_rcnn", "shapes_yolov3", "siamese", "unet",
+	"vgg16", "vgg16_fcn", "video_lstm", "yolov3",
 }
 
 // modelRepo is the exported tiny zoo; make test sets EDGEINFER_MODELS.
