@@ -161,6 +161,20 @@ func script(t *testing.T, name string, args ...string) []byte {
 	return out
 }
 
+// jsonFile writes v as JSON into a new file named name and returns its path.
+func jsonFile(t *testing.T, name string, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
 // heldOutShapes writes n held-out shapes images of size x size (with their
 // labels and masks) into a new folder and returns it with the PNGs.
 func heldOutShapes(t *testing.T, size, n int) (string, [][]byte) {
@@ -241,14 +255,7 @@ func TestTrainedDetectorsFindTheHeldOutShapesThroughTheDaemon(t *testing.T) {
 		if (masks > 0) != (p.minMaskIoU > 0) {
 			t.Fatalf("%s: %d detections carry a mask", p.name, masks)
 		}
-		file := filepath.Join(t.TempDir(), "detections.json")
-		b, err := json.Marshal(dets)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(file, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		file := jsonFile(t, "detections.json", dets)
 		var score struct {
 			MAP50         float64 `json:"map50"`
 			MaskMAP50     float64 `json:"mask_map50"`
@@ -381,13 +388,7 @@ min_hits = 3
 		}
 		frames[n] = append([]map[string]any{}, out.Detections...)
 	}
-	file := filepath.Join(t.TempDir(), "tracked.json")
-	if b, err = json.Marshal(map[string]any{"frames": frames}); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(file, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file := jsonFile(t, "tracked.json", map[string]any{"frames": frames})
 	var score struct {
 		MOTA           float64            `json:"mota"`
 		Switches       int                `json:"num_switches"`
