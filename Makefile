@@ -49,6 +49,7 @@ build: deps
 	go build -o $(BIN)/edgeinferd ./daemon/cmd/edgeinferd
 	go build -o $(BIN)/edgeinfer-classify ./plugins/classify
 	go build -o $(BIN)/edgeinfer-detect ./plugins/detect
+	go build -o $(BIN)/edgeinfer-segment ./plugins/segment
 	go build -o $(BIN)/tfmodels ./tfmodels/cmd/tfmodels
 	ln -sf ../tools/import/edgeinfer-import $(BIN)/edgeinfer-import
 
@@ -100,7 +101,7 @@ RACE_PKGS := ./daemon/ ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./d
 test-race: deps
 	go test -race -count=1 -timeout 10m $(RACE_PKGS)
 
-test-go: sysdeps build models models-trained models-real tfmodels/testdata/.fixtures plugins/detect/testdata/cases/.done run/inbox
+test-go: sysdeps build models models-trained models-real tfmodels/testdata/.fixtures plugins/detect/testdata/cases/.done plugins/segment/testdata/cases/.done run/inbox
 	EDGEINFER_MODELS=$(CURDIR)/$(MODELS) EDGEINFER_REAL_MODELS=$(CURDIR)/models-real go test -count=1 -timeout 30m ./...
 
 test-py: deps build import-deps
@@ -111,6 +112,14 @@ test-py: deps build import-deps
 plugins/detect/testdata/cases/.done: $(MODELS)/.tiny models-real plugins/detect/testdata/make_cases.py tfmodels/zoo/detect_ref.py
 	rm -rf plugins/detect/testdata/cases
 	$(PY) plugins/detect/testdata/make_cases.py $(MODELS) plugins/detect/testdata/cases
+	touch $@
+
+## The segment plugin's cases: raw outputs of the zoo segmenters (unet, fcn8s) and
+## the real selfie model on frames of odd sizes, with what the numpy reference
+## (tfmodels/zoo/segment_ref.py) makes of them; two tiny SavedModels for its tests.
+plugins/segment/testdata/cases/.done: $(MODELS)/.tiny models-real plugins/segment/testdata/make_cases.py tfmodels/zoo/segment_ref.py
+	rm -rf plugins/segment/testdata/cases
+	$(PY) plugins/segment/testdata/make_cases.py $(MODELS) plugins/segment/testdata/cases
 	touch $@
 
 tfmodels/testdata/.fixtures: $(VENV)/.installed tfmodels/testdata/make_fixtures.py

@@ -46,6 +46,7 @@ func build(dir string) error {
 		"edgeinferd":         "github.com/edgeinfer/edgeinfer/daemon/cmd/edgeinferd",
 		"edgeinfer-classify": "github.com/edgeinfer/edgeinfer/plugins/classify",
 		"edgeinfer-detect":   "github.com/edgeinfer/edgeinfer/plugins/detect",
+		"edgeinfer-segment":  "github.com/edgeinfer/edgeinfer/plugins/segment",
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {
