@@ -1,26 +1,9 @@
 package main
 
-// ========================================================================
-// Refinement hook: an optional CRF step between the model's output and the
-// class map. NOT WIRED: nothing sets segmenter.refine yet, so post never
-// calls refinedClassMap and every result comes from classMap (post.go).
-//
-// What is here: the frame-size class probabilities a refiner takes, and the
-// class map taken from what it returns. What wiring needs (by whoever adds
-// plugins/common/crf, whose Refine is
-//     Refine(prob []float32, n int, rgb []byte, w, h int, p crf.Params) ([]float32, error)):
-//   1. an option in options/parseOptions (segment.go), e.g. `crf` with its
-//      parameters, and the README's options table;
-//   2. in Infer, for a pipeline that asks for it, a refineFunc closing over
-//      the pipeline's parameters passed to post instead of s.refine:
-//          func(prob []float32, n int, rgb []byte, w, h int) ([]float32, error) {
-//              return crf.Refine(prob, n, rgb, w, h, o.crf)
-//          }
-//   3. the probability layout below is the one crf.Refine documents (h*w*n,
-//      row-major, class fastest); probabilities here are finite and in
-//      [0, 1] (crf.Refine refuses NaN and Inf).
-// The rest (regions, alerts, mask_png) is unchanged: it reads the class map.
-// ========================================================================
+// The optional CRF step between the model's output and the class map
+// (option crf, plugins/common/crf): the frame-size class probabilities the
+// refiner takes, and the class map taken from what it returns. Regions,
+// alerts and mask_png then read that class map as usual.
 
 import (
 	"fmt"

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/edgeinfer/edgeinfer/plugins/common/crf"
 	"github.com/edgeinfer/edgeinfer/plugins/common/masks"
 	"github.com/edgeinfer/edgeinfer/plugins/common/tfplugin"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
@@ -26,9 +27,6 @@ const maxLabels = math.MaxUint16 + 1
 type segmenter struct {
 	tfplugin.Model[options]
 	sc scratch // buffers reused across frames (calls come one at a time)
-	// refine, when set, refines the class probabilities at the frame size
-	// before the class map is taken (refine.go: the CRF hook, not wired yet).
-	refine refineFunc
 }
 
 func newSegmenter() *segmenter { return &segmenter{} }
@@ -43,6 +41,7 @@ type options struct {
 	Alerts        map[string]float64 `json:"alerts"`         // label -> share in (0, 1] at or above which the result carries an alert
 	Masks         *bool              `json:"masks"`          // publish each class's mask as COCO RLE; default true
 	MaskPNG       bool               `json:"mask_png"`       // also publish the class map as a PNG on <prefix>/<pipeline>/mask
+	CRF           *crf.Params        `json:"crf"`            // present: dense CRF refinement of the probabilities at the frame size (zero fields: crf.Params defaults)
 
 	threshold float64   // Threshold or its default
 	ignore    []bool    // by class
@@ -78,6 +77,13 @@ func parseOptions(raw json.RawMessage, man manifest.Manifest) (options, error) {
 		return o, fmt.Errorf("connectivity is %d, must be 4 or 8", o.Connectivity)
 	case o.MaskPNG && len(labels) > 256:
 		return o, fmt.Errorf("mask_png: the model has %d labels, a PNG pixel holds class 0..255", len(labels))
+	}
+	if o.CRF != nil {
+		p := o.CRF.Defaults()
+		if err := p.Validate(); err != nil {
+			return o, err
+		}
+		o.CRF = &p
 	}
 	o.threshold = 0.5
 	if o.Threshold != nil {
@@ -199,7 +205,13 @@ func (s *segmenter) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) 
 	if err != nil {
 		return sdk.Result{}, err
 	}
-	out, cls, err := post(raw, f.RGB, f.Width, f.Height, s.Man.Labels, s.Man.Output.Softmax, fr.Options, s.refine, &s.sc)
+	var refine refineFunc
+	if p := fr.Options.CRF; p != nil {
+		refine = func(prob []float32, n int, rgb []byte, w, h int) ([]float32, error) {
+			return crf.Refine(prob, n, rgb, w, h, *p)
+		}
+	}
+	out, cls, err := post(raw, f.RGB, f.Width, f.Height, s.Man.Labels, s.Man.Output.Softmax, fr.Options, refine, &s.sc)
 	if err != nil {
 		return sdk.Result{}, fmt.Errorf("model %s: %w", s.Dir, err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/edgeinfer/edgeinfer/plugins/common/crf"
 	"github.com/edgeinfer/edgeinfer/plugins/common/masks"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
@@ -631,6 +632,9 @@ func TestOptionsAreCheckedAndNamed(t *testing.T) {
 		{multi, `{"alerts": {"water": 0.2}, "ignore_classes": ["water"]}`, `alerts: "water" is in ignore_classes, so never published`},
 		{many, `{"mask_png": true}`, "mask_png: the model has 300 labels, a PNG pixel holds class 0..255"},
 		{multi, `{"top_k": 3}`, `unknown field "top_k"`},
+		{multi, `{"crf": {"iterations": 50}}`, "crf.iterations is 50, must be 1..20"},
+		{multi, `{"crf": {"appr_rgb": -1}}`, "crf.appr_rgb is -1"},
+		{multi, `{"crf": {"sigma": 1}}`, `unknown field "sigma"`},
 		{multi, `{"resize": 1}`, "options: json: cannot unmarshal number"},
 	} {
 		if _, err := parseOptions(json.RawMessage(tc.options), tc.man); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -640,6 +644,13 @@ func TestOptionsAreCheckedAndNamed(t *testing.T) {
 	o, err := parseOptions(nil, single)
 	if err != nil || o.Resize != "nearest" || o.threshold != 0.5 || o.Connectivity != 8 || !o.masks || o.MinArea != 0 || o.MaskPNG {
 		t.Fatalf("defaults: %+v %v", o, err)
+	}
+	if o.CRF != nil {
+		t.Fatal("crf is on by default")
+	}
+	o, err = parseOptions(json.RawMessage(`{"crf": {"downsample": 2}}`), multi)
+	if err != nil || *o.CRF != (crf.Params{Downsample: 2}).Defaults() {
+		t.Fatalf("crf defaults: %+v %v", o.CRF, err)
 	}
 	o, err = parseOptions(json.RawMessage(`{"alerts": {"boat": 0.5, "background": 1, "water": 0.2}, "masks": false, "threshold": null}`), multi)
 	if err != nil || o.masks || len(o.alerts) != 3 || o.alerts[0] != (alertAt{0, 1}) || o.alerts[1] != (alertAt{1, 0.2}) || o.alerts[2] != (alertAt{2, 0.5}) {
@@ -997,6 +1008,60 @@ func TestRefineHook(t *testing.T) {
 
 // BenchmarkPost is the post-processing of a 1280x720 frame from a 64x64
 // output of 21 classes (FCN-8s-like logits, smooth regions).
+// With crf, the real selfie model's person mask on a real photo is refined
+// at the frame size: it stays the same person (IoU >= 0.9 with the plain
+// mask), and its edges move to the photo's (some pixels change).
+func TestCRFOptionRefinesARealMask(t *testing.T) {
+	dir := modelDir(t, "EDGEINFER_REAL_MODELS", "selfie")
+	in, err := npy.Read(filepath.Join(dir, "golden", "input_input_1.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := in.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, h := int(in.Shape[2]), int(in.Shape[1])
+	rgb := make([]byte, w*h*3)
+	for i := range rgb {
+		rgb[i] = byte(math.Round(float64(x[i]) * 255)) // scale 1/255: the photo's pixels
+	}
+	f := sdk.Frame{Pipeline: testPipeline, Width: w, Height: h, RGB: rgb}
+	s, _ := load(t, dir, `{}`)
+	person := func(out output) []bool {
+		t.Helper()
+		if len(out.Classes) != 1 || out.Classes[0].Mask == nil {
+			t.Fatalf("want one person mask: %+v", out.Classes)
+		}
+		m, err := masks.Decode(*out.Classes[0].Mask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	plainOut, _ := infer(t, s, f)
+	plain := person(plainOut)
+	configure(t, s, `{"crf": {"downsample": 2}}`)
+	refinedOut, _ := infer(t, s, f)
+	refined := person(refinedOut)
+	inter, union, changed := 0, 0, 0
+	for i := range plain {
+		if plain[i] && refined[i] {
+			inter++
+		}
+		if plain[i] || refined[i] {
+			union++
+		}
+		if plain[i] != refined[i] {
+			changed++
+		}
+	}
+	t.Logf("crf changed %d of %d pixels; IoU with the plain mask %.3f", changed, len(plain), float64(inter)/float64(union))
+	if float64(inter) < 0.9*float64(union) || changed == 0 {
+		t.Fatalf("refined mask: IoU %d/%d with the plain one, %d pixels changed", inter, union, changed)
+	}
+}
+
 func BenchmarkPost(b *testing.B) {
 	labels := make([]string, 21)
 	for i := range labels {

@@ -67,14 +67,16 @@ const probFloor = 1e-8
 const upsampleFloor = 1e-3
 
 // Params of the dense CRF. Zero fields take the defaults (Defaults).
+// The JSON names are those of a pipeline's options (crf = {...}) and of
+// Validate's messages.
 type Params struct {
-	Iterations int     // mean-field iterations; default 5
-	SmoothXY   float64 // θγ: std of the smoothness kernel, frame pixels; default 3
-	SmoothW    float64 // w(2); default 3
-	ApprXY     float64 // θα: positional std of the appearance kernel, frame pixels; default 60
-	ApprRGB    float64 // θβ: colour std of the appearance kernel, 0..255 units; default 10
-	ApprW      float64 // w(1); default 5
-	Downsample int     // run on a grid downsampled by this factor, then upsample; default 1 (full resolution)
+	Iterations int     `json:"iterations"` // mean-field iterations; default 5
+	SmoothXY   float64 `json:"smooth_xy"`  // θγ: std of the smoothness kernel, frame pixels; default 3
+	SmoothW    float64 `json:"smooth_w"`   // w(2); default 3
+	ApprXY     float64 `json:"appr_xy"`    // θα: positional std of the appearance kernel, frame pixels; default 60
+	ApprRGB    float64 `json:"appr_rgb"`   // θβ: colour std of the appearance kernel, 0..255 units; default 10
+	ApprW      float64 `json:"appr_w"`     // w(1); default 5
+	Downsample int     `json:"downsample"` // run on a grid downsampled by this factor, then upsample; default 1 (full resolution)
 }
 
 // Defaults returns p with its zero fields set to the defaults.
