@@ -160,8 +160,8 @@ run/inbox:
 	mkdir -p $@
 
 ## run-real: the daemon on config.real.toml: a real facial-expression
-## classifier over two real face photos and a real COCO detector over four
-## real photos (both imported from TF.js).
+## classifier over two real face photos, a real COCO detector and a real
+## person segmenter over four real photos (all imported from TF.js).
 run-real: models-real
 	mkdir -p run/faces run/photos && cp build/real/photos/faces/*.png run/faces/ && cp build/real/photos/*.jpg build/real/photos/*.png run/photos/
 	$(BIN)/edgeinferd -config config.real.toml
