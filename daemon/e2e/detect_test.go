@@ -20,7 +20,6 @@ import (
 	"github.com/edgeinfer/edgeinfer/plugins/common/boxes"
 	"github.com/edgeinfer/edgeinfer/plugins/common/masks"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
-	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
 
 // published is a detection as the detect plugin publishes it.
@@ -44,22 +43,10 @@ func iou(a, b [4]float64) float64 {
 // tolerance), and every TF.js row over the threshold is published or
 // suppressed by a better published box of its class.
 func TestARealDetectorImportedFromTFJSFindsWhatTFJSFindsOnRealPhotos(t *testing.T) {
-	repo := realModels(t)
-	dir := filepath.Join(repo, "centernet", "1")
-	man, err := manifest.Read(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := npy.Read(filepath.Join(dir, "golden", "output_"+man.Output.Detections+".npy"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := ref.Float32s()
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, man, rows, shape := realVersion(t, "centernet", func(o manifest.Output) string { return o.Detections })
+	repo := filepath.Dir(filepath.Dir(dir))
 	pngs := goldenPNGs(t, dir, man)
-	n, k := int(ref.Shape[1]), int(ref.Shape[2])
+	n, k := int(shape[1]), int(shape[2])
 	const thr, nmsThr = 0.3, 0.45
 
 	inbox := t.TempDir()
@@ -283,6 +270,45 @@ func TestTrainedDetectorsFindTheHeldOutShapesThroughTheDaemon(t *testing.T) {
 // of the detection + 1, the best on top).
 func checkMaskPNGs(t *testing.T, w *watcher, pipeline string, n int) {
 	t.Helper()
+	checkPNGsBeforeResults(t, w, pipeline, n, func(result []byte) (int, []uint8) {
+		var r struct {
+			Width, Height int
+			Output        struct {
+				Detections []struct {
+					Mask masks.RLE `json:"mask"`
+				} `json:"detections"`
+			} `json:"output"`
+		}
+		if err := json.Unmarshal(result, &r); err != nil {
+			t.Fatal(err)
+		}
+		want := make([]uint8, r.Width*r.Height)
+		for j := len(r.Output.Detections) - 1; j >= 0; j-- {
+			paintMask(t, want, r.Output.Detections[j].Mask, uint8(j+1))
+		}
+		return r.Width, want
+	})
+}
+
+// paintMask sets the pixels of index that mask covers to v.
+func paintMask(t *testing.T, index []uint8, mask masks.RLE, v uint8) {
+	t.Helper()
+	px, err := masks.Decode(mask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, on := range px {
+		if on {
+			index[k] = v
+		}
+	}
+}
+
+// checkPNGsBeforeResults checks that each of the n results of pipeline
+// came right after a PNG on <pipeline>/mask, a paletted image width pixels
+// wide whose pixels are want (both made of the result's payload by paint).
+func checkPNGsBeforeResults(t *testing.T, w *watcher, pipeline string, n int, paint func(result []byte) (width int, want []uint8)) {
+	t.Helper()
 	w.mu.Lock()
 	msgs := slices.Clone(w.msgs)
 	w.mu.Unlock()
@@ -293,34 +319,12 @@ func checkMaskPNGs(t *testing.T, w *watcher, pipeline string, n int) {
 		case pipeline + "/mask":
 			last = m.payload
 		case pipeline + "/result":
-			var r struct {
-				Width, Height int
-				Output        struct {
-					Detections []struct {
-						Mask masks.RLE `json:"mask"`
-					} `json:"detections"`
-				} `json:"output"`
-			}
-			if err := json.Unmarshal(m.payload, &r); err != nil {
-				t.Fatal(err)
-			}
 			img, err := png.Decode(bytes.NewReader(last))
 			if err != nil {
 				t.Fatalf("result %d: no mask PNG before it: %v", checked, err)
 			}
-			want := make([]uint8, r.Width*r.Height)
-			for j := len(r.Output.Detections) - 1; j >= 0; j-- {
-				px, err := masks.Decode(r.Output.Detections[j].Mask)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for k, on := range px {
-					if on {
-						want[k] = uint8(j + 1)
-					}
-				}
-			}
-			if p, ok := img.(*image.Paletted); !ok || p.Bounds().Dx() != r.Width || !bytes.Equal(p.Pix, want) {
+			width, want := paint(m.payload)
+			if p, ok := img.(*image.Paletted); !ok || p.Bounds().Dx() != width || !bytes.Equal(p.Pix, want) {
 				t.Fatalf("result %d: the mask PNG before it is not its masks painted", checked)
 			}
 			last = nil

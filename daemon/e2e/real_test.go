@@ -30,6 +30,31 @@ func realModels(t *testing.T) string {
 	return dir
 }
 
+// realVersion is version 1 of a real model imported from TF.js: its
+// directory, manifest, and the golden output key(manifest) as TF.js gave it
+// (values and shape).
+func realVersion(t *testing.T, name string, output func(manifest.Output) string) (string, manifest.Manifest, []float32, []int64) {
+	t.Helper()
+	dir := filepath.Join(realModels(t), name, "1")
+	man, err := manifest.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if man.Source.Format != "tfjs" || !strings.HasPrefix(man.Source.Runtime, "TF.js") {
+		t.Fatalf("%s/1 was not imported from TF.js: %+v", name, man.Source)
+	}
+	key := output(man.Output)
+	ref, err := npy.Read(filepath.Join(dir, "golden", "output_"+key+".npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ref.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, man, v, ref.Shape
+}
+
 // goldenPNGs turns a version's golden input (real photos, preprocessed by
 // edgeinfer-import) back into the 8-bit images it was made from:
 // pixel = (value * std + mean) / scale, gray or RGB. The plugins read these
@@ -101,22 +126,7 @@ func dropImages(t *testing.T, dir, format string, images [][]byte) {
 // the tolerance set from two TF.js backends (validation.tolerance).
 func TestARealClassifierImportedFromTFJSGivesTheOriginalsScoresThroughTheDaemon(t *testing.T) {
 	repo := realModels(t)
-	dir := filepath.Join(repo, "emotion", "1")
-	man, err := manifest.Read(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if man.Source.Format != "tfjs" || !strings.HasPrefix(man.Source.Runtime, "TF.js") {
-		t.Fatalf("emotion/1 was not imported from TF.js: %+v", man.Source)
-	}
-	want, err := npy.Read(filepath.Join(dir, "golden", "output_"+man.Output.Logits+".npy"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	scores, err := want.Float32s()
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, man, scores, _ := realVersion(t, "emotion", func(o manifest.Output) string { return o.Logits })
 	pngs := goldenPNGs(t, dir, man)
 	if len(pngs) < 2 || len(scores) != len(pngs)*len(man.Labels) {
 		t.Fatalf("%d samples, %d scores for %d labels", len(pngs), len(scores), len(man.Labels))

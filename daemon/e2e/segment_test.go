@@ -1,15 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"image"
-	"image/png"
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -17,7 +13,6 @@ import (
 	"github.com/edgeinfer/edgeinfer/internal/mosquitto"
 	"github.com/edgeinfer/edgeinfer/plugins/common/masks"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
-	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
 
 // segClass is a class as the segment plugin publishes it.
@@ -111,51 +106,22 @@ crf = {}
 // classes' RLE masks, decoded).
 func checkClassMapPNGs(t *testing.T, w *watcher, pipeline string, n int) {
 	t.Helper()
-	w.mu.Lock()
-	msgs := slices.Clone(w.msgs)
-	w.mu.Unlock()
-	var last []byte
-	checked := 0
-	for _, m := range msgs {
-		switch m.topic {
-		case pipeline + "/mask":
-			last = m.payload
-		case pipeline + "/result":
-			var r struct {
-				Width, Height int
-				Output        struct {
-					Classes []segClass `json:"classes"`
-				} `json:"output"`
-			}
-			if err := json.Unmarshal(m.payload, &r); err != nil {
-				t.Fatal(err)
-			}
-			img, err := png.Decode(bytes.NewReader(last))
-			if err != nil {
-				t.Fatalf("result %d: no mask PNG before it: %v", checked, err)
-			}
-			want := make([]uint8, r.Width*r.Height)
-			for _, c := range r.Output.Classes {
-				px, err := masks.Decode(c.Mask)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for k, on := range px {
-					if on {
-						want[k] = uint8(c.Class)
-					}
-				}
-			}
-			if p, ok := img.(*image.Paletted); !ok || p.Bounds().Dx() != r.Width || !bytes.Equal(p.Pix, want) {
-				t.Fatalf("result %d: the mask PNG before it is not its class map", checked)
-			}
-			last = nil
-			checked++
+	checkPNGsBeforeResults(t, w, pipeline, n, func(result []byte) (int, []uint8) {
+		var r struct {
+			Width, Height int
+			Output        struct {
+				Classes []segClass `json:"classes"`
+			} `json:"output"`
 		}
-	}
-	if checked != n {
-		t.Fatalf("%d results checked against their mask PNG, want %d", checked, n)
-	}
+		if err := json.Unmarshal(result, &r); err != nil {
+			t.Fatal(err)
+		}
+		want := make([]uint8, r.Width*r.Height)
+		for _, c := range r.Output.Classes {
+			paintMask(t, want, c.Mask, uint8(c.Class))
+		}
+		return r.Width, want
+	})
 }
 
 // The person segmentation model imported from the TF.js graph model in
@@ -163,20 +129,8 @@ func checkClassMapPNGs(t *testing.T, w *watcher, pipeline string, n int) {
 // real photos, publishes the mask TF.js itself gave: IoU >= 0.99 with TF.js's
 // output thresholded at 0.5.
 func TestARealSegmenterImportedFromTFJSGivesTheOriginalsMaskThroughTheDaemon(t *testing.T) {
-	repo := realModels(t)
-	dir := filepath.Join(repo, "selfie", "1")
-	man, err := manifest.Read(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := npy.Read(filepath.Join(dir, "golden", "output_"+man.Output.Logits+".npy"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	probs, err := ref.Float32s()
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, man, probs, _ := realVersion(t, "selfie", func(o manifest.Output) string { return o.Logits })
+	repo := filepath.Dir(filepath.Dir(dir))
 	pngs := goldenPNGs(t, dir, man)
 	inbox := t.TempDir()
 	proc, w := run(t, setup{broker: mosquitto.Start(t), sensors: dirSensor(inbox), repo: repo, extra: `
@@ -202,6 +156,7 @@ model = "selfie"
 		}
 		got := make([]bool, size)
 		for _, c := range out.Classes {
+			var err error
 			if got, err = masks.Decode(c.Mask); err != nil || c.Label != "person" {
 				t.Fatalf("photo %d: class %+v: %v", i, c, err)
 			}

@@ -17,10 +17,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/edgeinfer/edgeinfer/plugins/common/crf"
 	"github.com/edgeinfer/edgeinfer/plugins/common/masks"
+	"github.com/edgeinfer/edgeinfer/plugins/common/tfplugin/tfplugintest"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
@@ -518,7 +517,7 @@ func TestLoadRefusesModelsThatDoNotFit(t *testing.T) {
 		t.Run(tc.model, func(t *testing.T) {
 			dir := modelDir(t, tc.env, tc.model)
 			if tc.edit != "" {
-				dir = editedCopy(t, dir, tc.edit)
+				dir = tfplugintest.EditedCopy(t, dir, tc.edit)
 			}
 			_, err := newSegmenter().Load(context.Background(), sdk.LoadRequest{ModelDir: dir})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -526,42 +525,6 @@ func TestLoadRefusesModelsThatDoNotFit(t *testing.T) {
 			}
 		})
 	}
-}
-
-// editedCopy copies a version with its edgeinfer.toml changed by a
-// one-line sed-style substitution s/old/new/ (old anchored with ^ matches
-// a whole line start; \n in new splits lines).
-func editedCopy(t *testing.T, dir, sub string) string {
-	t.Helper()
-	parts := strings.Split(sub, "/")
-	old, repl := parts[1], strings.ReplaceAll(parts[2], `\n`, "\n")
-	dst := filepath.Join(t.TempDir(), "1")
-	if err := os.CopyFS(dst, os.DirFS(dir)); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(filepath.Join(dst, manifest.File))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(b), "\n")
-	done := false
-	for i, l := range lines {
-		if strings.HasPrefix(old, "^") {
-			prefix := strings.TrimSuffix(strings.TrimPrefix(old, "^"), ".*")
-			if strings.HasPrefix(l, prefix) && !done {
-				lines[i], done = repl, true
-			}
-		} else if strings.Contains(l, old) {
-			lines[i], done = strings.ReplaceAll(l, old, repl), true
-		}
-	}
-	if !done {
-		t.Fatalf("%s: %q not found", manifest.File, old)
-	}
-	if err := os.WriteFile(filepath.Join(dst, manifest.File), []byte(strings.Join(lines, "\n")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dst
 }
 
 // Bad frames are ErrBadFrame and leave the plugin serving; an unknown
@@ -672,33 +635,14 @@ func TestConfigureNamesThePipeline(t *testing.T) {
 
 // sample.conf's options are valid for the models it names.
 func TestSampleConfOptionsAreValid(t *testing.T) {
-	var conf struct {
-		Pipelines map[string]struct {
-			Model   string         `toml:"model"`
-			Options map[string]any `toml:"options"`
-		} `toml:"pipelines"`
-	}
-	if _, err := toml.DecodeFile("sample.conf", &conf); err != nil {
-		t.Fatal(err)
-	}
-	envs := map[string]string{"selfie": "EDGEINFER_REAL_MODELS", "fcn8s": "EDGEINFER_MODELS", "unet": "EDGEINFER_MODELS"}
-	if len(conf.Pipelines) == 0 {
-		t.Fatal("sample.conf has no pipelines")
-	}
-	for name, p := range conf.Pipelines {
-		env, ok := envs[p.Model]
-		if !ok {
-			t.Fatalf("pipeline %s: model %q is not one this test knows", name, p.Model)
-		}
-		man, err := manifest.Read(modelDir(t, env, p.Model))
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := json.Marshal(p.Options)
-		if _, err := parseOptions(raw, man); err != nil {
-			t.Errorf("pipeline %s: %v", name, err)
-		}
-	}
+	tfplugintest.CheckSampleConf(t, map[string]string{
+		"selfie": modelDir(t, "EDGEINFER_REAL_MODELS", "selfie"),
+		"fcn8s":  modelDir(t, "EDGEINFER_MODELS", "fcn8s"),
+		"unet":   modelDir(t, "EDGEINFER_MODELS", "unet"),
+	}, func(raw json.RawMessage, man manifest.Manifest) error {
+		_, err := parseOptions(raw, man)
+		return err
+	})
 }
 
 // ------------------------------------------------- post-processing by hand

@@ -28,6 +28,7 @@ from pycocotools import mask as mask_utils
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 from tfmodels.zoo import segshapes  # noqa: E402
+import scriptcli  # noqa: E402
 
 
 def write(dir: str, size: int, n: int) -> None:
@@ -67,17 +68,5 @@ def score(dir: str, results: dict) -> dict:
             "pixel_accuracy": float(inter.sum() / conf.sum()), "images": len(meta["files"])}
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) == 4 and argv[0] == "write":
-        write(argv[1], int(argv[2]), int(argv[3]))
-        return 0
-    if len(argv) == 3 and argv[0] == "score":
-        with open(argv[2]) as f:
-            print(json.dumps(score(argv[1], json.load(f))))
-        return 0
-    print(__doc__, file=sys.stderr)
-    return 2
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(scriptcli.run(__doc__, ("write", write, 2, 2), score))

@@ -40,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 from tfmodels.zoo import shapes  # noqa: E402
+import scriptcli  # noqa: E402
 
 SIZE, FPS, FRAMES = 96, 10, 80
 MIN_VISIBLE = 0.5
@@ -144,17 +145,5 @@ def score(dir: str, tracked: dict) -> dict:
     return out
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) in (2, 3) and argv[0] == "make":
-        make(argv[1], *map(int, argv[2:]))
-        return 0
-    if len(argv) == 3 and argv[0] == "score":
-        with open(argv[2]) as f:
-            print(json.dumps(score(argv[1], json.load(f))))
-        return 0
-    print(__doc__, file=sys.stderr)
-    return 2
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(scriptcli.run(__doc__, ("make", make, 0, 1), score))
