@@ -73,6 +73,8 @@ const (
 	EventBadInput        = "bad_input"        // a file or payload that is not a usable image
 	EventObjectEntered   = "object_entered"   // a tracked object was seen min_hits times (attrs: track_id, label, class, first_seen, last_seen, best_score, box)
 	EventObjectLeft      = "object_left"      // a tracked object was not seen for max_age (the same attrs)
+	EventAlertRaised     = "alert_raised"     // a result's alerts name a label they did not name in the pipeline's previous result (attrs: label, share, threshold)
+	EventAlertCleared    = "alert_cleared"    // a result's alerts no longer name a label the previous result's did (attrs: label, share)
 	EventInferenceFailed = "inference_failed" // the model failed on a frame
 	EventPluginFailed    = "plugin_failed"    // a plugin process did not start, or keeps dying; retried with backoff
 	EventPluginRestarted = "plugin_restarted" // a plugin process died or hung and was started again

@@ -77,6 +77,9 @@ type Pipeline struct {
 	// model versions and plugin restarts. Only the worker goroutine uses it.
 	tracker    *track.Tracker
 	trackerCfg track.Config
+	// alerting are the labels the last result's alerts named (segment's
+	// share alerts); only the worker goroutine uses it.
+	alerting map[string]bool
 
 	frames, results, failed, restarts atomic.Uint64
 	latMu                             sync.Mutex
@@ -157,6 +160,7 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 		p.fail(j, model, err)
 		return
 	}
+	p.alerts(f.Source, res.Output)
 	t := res.Timings
 	inside := t.Preprocess + t.Inference + t.Postprocess
 	v := lease.Version()
@@ -251,6 +255,52 @@ func (p *Pipeline) track(set Settings, at time.Time, out json.RawMessage) (json.
 				"best_score": o.BestScore, "box": o.Box}})
 	}
 	return out, nil
+}
+
+// alerts turns the "alerts" of a result ([{label, share, threshold}], as
+// the segment plugin gives them while a class covers more of the frame
+// than its threshold) into events when they change: alert_raised when a
+// label appears, alert_cleared when it goes. A result without "alerts"
+// changes nothing.
+func (p *Pipeline) alerts(source string, out json.RawMessage) {
+	var res struct {
+		Alerts *[]struct {
+			Label     string  `json:"label"`
+			Share     float64 `json:"share"`
+			Threshold float64 `json:"threshold"`
+		} `json:"alerts"`
+		Classes []struct {
+			Label string  `json:"label"`
+			Share float64 `json:"share"`
+		} `json:"classes"`
+	}
+	if json.Unmarshal(out, &res) != nil || res.Alerts == nil {
+		return
+	}
+	now := map[string]bool{}
+	for _, a := range *res.Alerts {
+		now[a.Label] = true
+		if !p.alerting[a.Label] {
+			p.env.Event(payload.Event{Type: payload.EventAlertRaised, Pipeline: p.name, Source: source,
+				Message: fmt.Sprintf("%s covers %.1f%% of the frame (threshold %.1f%%)", a.Label, 100*a.Share, 100*a.Threshold),
+				Attrs:   map[string]any{"label": a.Label, "share": a.Share, "threshold": a.Threshold}})
+		}
+	}
+	for _, label := range slices.Sorted(maps.Keys(p.alerting)) {
+		if now[label] {
+			continue
+		}
+		share := 0.0
+		for _, c := range res.Classes {
+			if c.Label == label {
+				share = c.Share
+			}
+		}
+		p.env.Event(payload.Event{Type: payload.EventAlertCleared, Pipeline: p.name, Source: source,
+			Message: fmt.Sprintf("%s covers %.1f%% of the frame, under its threshold again", label, 100*share),
+			Attrs:   map[string]any{"label": label, "share": share}})
+	}
+	p.alerting = now
 }
 
 // fail publishes a frame's failure and finishes it.

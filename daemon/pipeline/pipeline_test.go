@@ -30,7 +30,8 @@ import (
 // frames of width 0, dies on seq 13 (once per process, as long as crashes
 // lasts), hangs on seq 21 the first time, and makes an image named "mask"
 // on seq 31 and one named "Mask/1" on seq 32. From seq 101 on it detects
-// one object, 1 pixel further right at each seq.
+// one object, 1 pixel further right at each seq. Seqs 51 to 60 give
+// segment-style alerts: water from 52 to 54 and from 57 on, sand at 53.
 type task struct {
 	crashes *atomic.Int32 // seq 13 kills the process while > 0
 	hung    *atomic.Bool  // seq 21 hangs once
@@ -65,6 +66,16 @@ func (t *task) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 		x := float64(f.Seq - 100)
 		out, _ = json.Marshal(map[string]any{"detections": []map[string]any{
 			{"label": "a", "class": 0, "score": 0.9, "box": map[string]float64{"x1": x, "y1": 0, "x2": x + 10, "y2": 10}}}})
+	}
+	if f.Seq > 50 && f.Seq <= 60 {
+		alerts := []map[string]any{}
+		if f.Seq >= 52 && f.Seq <= 54 || f.Seq >= 57 {
+			alerts = append(alerts, map[string]any{"label": "water", "share": 0.3, "threshold": 0.2})
+		}
+		if f.Seq == 53 {
+			alerts = append(alerts, map[string]any{"label": "sand", "share": 0.5, "threshold": 0.4})
+		}
+		out, _ = json.Marshal(map[string]any{"classes": []map[string]any{{"label": "water", "share": 0.1}}, "alerts": alerts})
 	}
 	switch f.Seq {
 	case 31:
@@ -300,6 +311,29 @@ func TestTracksSurviveAModelVersionSwap(t *testing.T) {
 	}
 	if entered != 1 {
 		t.Fatalf("%d object_entered events, want 1", entered)
+	}
+}
+
+// A result's alerts become events when they change: raised when a label
+// appears, cleared when it goes, nothing while they stay.
+func TestAlertsAreRaisedAndClearedOnce(t *testing.T) {
+	e := start(t, 5*time.Second)
+	for _, d := range e.deliver(t, 51, 52, 53, 54, 55, 56, 57, 58) {
+		if err := finished(t, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for len(e.events) > 0 {
+		ev := <-e.events
+		if ev.Type == payload.EventAlertRaised || ev.Type == payload.EventAlertCleared {
+			got = append(got, fmt.Sprintf("%s %s %s", ev.Source, ev.Type, ev.Attrs["label"]))
+		}
+	}
+	want := []string{"frame 52 alert_raised water", "frame 53 alert_raised sand", "frame 54 alert_cleared sand",
+		"frame 55 alert_cleared water", "frame 57 alert_raised water"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
 	}
 }
 
