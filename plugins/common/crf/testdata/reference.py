@@ -17,7 +17,7 @@ pixel's mass K_i as in the authors' code (see the package comment of
 crf.go); the rest is the paper's algorithm as printed.
 
 stdin: a JSON list of cases {w, h, n, prob (h*w*n), rgb (h*w*3), params
-{Iterations, SmoothXY, SmoothW, ApprXY, ApprRGB, ApprW}}; stdout: a JSON
+{iterations, smooth_xy, smooth_w, appr_xy, appr_rgb, appr_w} (crf.Params as JSON)}; stdout: a JSON
 list of the refined probabilities (h*w*n each).
 """
 import json
@@ -43,8 +43,8 @@ def refine(case):
 
     dpos, dcol = sqdist(pos), sqdist(rgb)
     kernels = [
-        (p["ApprW"], np.exp(-dpos / (2 * p["ApprXY"] ** 2) - dcol / (2 * p["ApprRGB"] ** 2))),
-        (p["SmoothW"], np.exp(-dpos / (2 * p["SmoothXY"] ** 2))),
+        (p["appr_w"], np.exp(-dpos / (2 * p["appr_xy"] ** 2) - dcol / (2 * p["appr_rgb"] ** 2))),
+        (p["smooth_w"], np.exp(-dpos / (2 * p["smooth_xy"] ** 2))),
     ]
     for _, k in kernels:
         np.fill_diagonal(k, 0.0)  # j != i
@@ -52,7 +52,7 @@ def refine(case):
 
     unary = -np.log(np.maximum(prob, 1e-8))
     q = softmax(-unary)
-    for _ in range(p["Iterations"]):
+    for _ in range(p["iterations"]):
         qt = sum(wm * (k @ q) / (1.0 + k.sum(axis=1, keepdims=True)) for wm, k in kernels)
         q = softmax(-unary - qt @ mu)
     return q.ravel().tolist()
