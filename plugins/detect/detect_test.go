@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"image"
 	"image/png"
 	"math"
@@ -243,17 +242,7 @@ func TestLoadRefusesModelsThatDoNotFit(t *testing.T) {
 // Bad frames are ErrBadFrame and leave the plugin serving.
 func TestBadFramesAreErrBadFrame(t *testing.T) {
 	d := load(t, modelDir(t, "yolov3"), `{}`)
-	for _, f := range []sdk.Frame{
-		{Pipeline: testPipeline, Width: 10, Height: 10, RGB: make([]byte, 10)},
-		{Pipeline: testPipeline, Width: 0, Height: 10},
-	} {
-		if _, err := d.Infer(context.Background(), f); !errors.Is(err, sdk.ErrBadFrame) {
-			t.Errorf("%dx%d with %d bytes: %v", f.Width, f.Height, len(f.RGB), err)
-		}
-	}
-	if _, err := d.Infer(context.Background(), sdk.Frame{Pipeline: "other", Width: 1, Height: 1, RGB: make([]byte, 3)}); err == nil || !strings.Contains(err.Error(), `pipeline "other" is not configured`) {
-		t.Errorf("unknown pipeline: %v", err)
-	}
+	tfplugintest.CheckBadFrames(t, d, testPipeline)
 	infer(t, d, randomFrame(32, 32, 1))
 }
 

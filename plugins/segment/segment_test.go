@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"image"
 	"image/png"
@@ -531,17 +530,7 @@ func TestLoadRefusesModelsThatDoNotFit(t *testing.T) {
 // pipeline is named.
 func TestBadFramesAreErrBadFrame(t *testing.T) {
 	s, _ := load(t, modelDir(t, "EDGEINFER_MODELS", "unet"), `{}`)
-	for _, f := range []sdk.Frame{
-		{Pipeline: testPipeline, Width: 10, Height: 10, RGB: make([]byte, 10)},
-		{Pipeline: testPipeline, Width: 0, Height: 10},
-	} {
-		if _, err := s.Infer(context.Background(), f); !errors.Is(err, sdk.ErrBadFrame) {
-			t.Errorf("%dx%d with %d bytes: %v", f.Width, f.Height, len(f.RGB), err)
-		}
-	}
-	if _, err := s.Infer(context.Background(), sdk.Frame{Pipeline: "other", Width: 1, Height: 1, RGB: make([]byte, 3)}); err == nil || !strings.Contains(err.Error(), `pipeline "other" is not configured`) {
-		t.Errorf("unknown pipeline: %v", err)
-	}
+	tfplugintest.CheckBadFrames(t, s, testPipeline)
 	infer(t, s, randomFrame(32, 32, 1))
 }
 

@@ -1,10 +1,12 @@
 // Package tfplugintest holds what the TensorFlow plugins' tests share:
-// versions with an edited edgeinfer.toml, and a plugin's sample.conf
-// checked against the manifests of the models it names.
+// versions with an edited edgeinfer.toml, a plugin's sample.conf checked
+// against the manifests of the models it names, and bad frames.
 package tfplugintest
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 )
 
@@ -82,5 +85,31 @@ func CheckSampleConf(t *testing.T, dirs map[string]string, parse func(json.RawMe
 		if err := parse(raw, man); err != nil {
 			t.Errorf("pipeline %s: %v", name, err)
 		}
+	}
+}
+
+// Inferrer is what CheckBadFrames calls: a plugin's task.
+type Inferrer interface {
+	Infer(context.Context, sdk.Frame) (sdk.Result, error)
+}
+
+// CheckBadFrames checks that frames whose pixels do not match their size
+// are sdk.ErrBadFrame for pipeline, and that a pipeline not configured is
+// named. The caller then checks the task still serves.
+func CheckBadFrames(t *testing.T, task Inferrer, pipeline string) {
+	t.Helper()
+	for _, f := range []sdk.Frame{
+		{Pipeline: pipeline, Width: 10, Height: 10, RGB: make([]byte, 10)},
+		{Pipeline: pipeline, Width: 10, Height: 10, RGB: make([]byte, 10*10*3-1)},
+		{Pipeline: pipeline, Width: 0, Height: 10},
+		{Pipeline: pipeline, Width: -1, Height: -1, RGB: make([]byte, 3)},
+	} {
+		if _, err := task.Infer(context.Background(), f); !errors.Is(err, sdk.ErrBadFrame) {
+			t.Errorf("%dx%d with %d bytes: %v", f.Width, f.Height, len(f.RGB), err)
+		}
+	}
+	_, err := task.Infer(context.Background(), sdk.Frame{Pipeline: "other", Width: 1, Height: 1, RGB: make([]byte, 3)})
+	if err == nil || !strings.Contains(err.Error(), `pipeline "other" is not configured`) {
+		t.Errorf("unknown pipeline: %v", err)
 	}
 }
