@@ -23,8 +23,14 @@ export PKG_CONFIG_PATH := $(CURDIR)/build/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PK
 export CGO_ENABLED := 1
 # TensorFlow's C++ logging: errors only, so test and benchmark output stays readable.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# TensorFlow's portable Eigen CPU kernels for everything that makes or checks
+# outputs (exports, golden files, imports, tests), as the daemon gives its
+# plugins (plugins/sdk KernelsEnv): TensorFlow turns oneDNN on by itself on
+# some CPUs only, and its rounding reorders near-tied detections. Training
+# alone uses oneDNN, for speed (models-trained).
+export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: build deps sysdeps models models-trained models-full models-real import-deps run-real test test-go test-race test-py bench bench-tf bench-plugin bench-e2e bench-reload run watch proto clean
+.PHONY: build deps sysdeps models models-trained models-full models-real import-deps run-real test test-go test-race test-py bench bench-post bench-tf bench-plugin bench-e2e bench-reload run watch proto clean
 
 ## deps: the venv with pinned Python packages and the TensorFlow pkg-config file (idempotent).
 deps: $(PC)
@@ -61,14 +67,16 @@ $(MODELS)/.tiny: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
 	touch $@
 
 ## models-trained: the detectors trained on the generated shapes set (tfmodels/zoo/
-## train_yolov3.py, train_rcnn.py), added to $(MODELS)/. Training takes minutes, once
+## train_yolov3.py, train_rcnn.py) and the segmenter trained on the generated
+## segmentation set (train_seg.py), added to $(MODELS)/. Training takes minutes, once
 ## per machine: the versions are cached in ~/.cache/edgeinfer/trained, keyed by a hash
 ## of the code and data that make them.
 models-trained: $(MODELS)/.trained
 
 $(MODELS)/.trained: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
-	$(PY) -m tfmodels.zoo.train_yolov3 --out $(MODELS)
-	$(PY) -m tfmodels.zoo.train_rcnn --out $(MODELS)
+	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_yolov3 --out $(MODELS)
+	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_rcnn --out $(MODELS)
+	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_seg --out $(MODELS)
 	touch $@
 
 ## models-full: the paper-sized models the benchmarks use, in $(MODELS)-full/.
@@ -127,7 +135,13 @@ tfmodels/testdata/.fixtures: $(VENV)/.installed tfmodels/testdata/make_fixtures.
 	touch $@
 
 ## bench: every benchmark.
-bench: bench-tf bench-plugin bench-e2e bench-reload
+bench: bench-tf bench-plugin bench-e2e bench-reload bench-post
+
+## bench-post: the plugins' post-processing on its own: NMS on 10,000 boxes
+## against the textbook loop, the dense CRF on a 640x480 softmax.
+bench-post: deps
+	go test -run XXX -bench NMS10000 -benchtime 5x ./plugins/common/boxes/
+	go test -run XXX -bench Refine640x480 -benchtime 5x -count 5 ./plugins/common/crf/
 
 ## bench-reload: latency during 100 version swaps, memory of shared processes
 ## and waiting inputs, 200 swaps without leaks (the hot-reload end-to-end

@@ -11,7 +11,8 @@
 #   faceres    embed     1024-d face description (an inner node of the graph), 224x224 faces
 #
 # The imported repository is cached under ${XDG_CACHE_HOME:-$HOME/.cache}/edgeinfer/real-models/<key>,
-# key = a hash of everything that makes it (pins, importer, TF.js runtime, TensorFlow pin),
+# key = a hash of everything that makes it (pins, importer, TF.js runtime, TensorFlow pin and
+# its CPU kernels, TF_ENABLE_ONEDNN_OPTS),
 # so a fresh clone on the same machine copies it instead of importing again.
 set -euo pipefail
 [[ $# -eq 1 ]] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
@@ -20,7 +21,7 @@ OUT="$1"
 cd "$ROOT"
 key=$(cat scripts/real-models.lock scripts/fetch-real.sh scripts/real-models.sh requirements.txt \
         tools/import/edgeinfer_import/*.py tools/import/tfjsref/run.mjs tools/import/tfjsref/package-lock.json \
-        tools/import/real/*.txt tfmodels/zoo/common.py | sha256sum | cut -c1-16)
+        tools/import/real/*.txt tfmodels/zoo/common.py <(echo "kernels ${TF_ENABLE_ONEDNN_OPTS:-}") | sha256sum | cut -c1-16)
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/edgeinfer/real-models/$key"
 
 # The sources and photos (build/real/photos is what make run-real feeds).

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"time"
 
 	"github.com/edgeinfer/edgeinfer/plugins/common/tfplugin"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
@@ -86,14 +85,9 @@ func checkSignature(man manifest.Manifest, in, out tfmodels.TensorInfo) error {
 	return nil
 }
 
-// run runs the input tensor and returns a copy of the scores, one per label.
-func (c *classifier) run() ([]float64, error) {
-	outs, err := c.Run()
-	if err != nil {
-		return nil, err
-	}
-	defer tfplugin.Free(outs)
-	logits, err := tfmodels.Data[float32](outs[0])
+// scores copies the model's output, one score per label.
+func (c *classifier) scores(out *tfmodels.Tensor) ([]float64, error) {
+	logits, err := tfmodels.Data[float32](out)
 	if err != nil {
 		return nil, err
 	}
@@ -121,28 +115,13 @@ type output struct {
 
 // Infer classifies one frame with its pipeline's options.
 func (c *classifier) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
-	start := time.Now()
-	fr, err := c.Prepare(ctx, f, false)
-	if err != nil {
-		return sdk.Result{}, err
-	}
-	preprocessed := time.Now()
-	scores, err := c.run()
-	if err != nil {
-		return sdk.Result{}, err
-	}
-	inferred := time.Now()
-
-	top := topK(scores, c.Man.Labels, c.Man.Output.Softmax, fr.Options.TopK, fr.Options.MinScore)
-	out, err := json.Marshal(output{Top: top})
-	if err != nil {
-		return sdk.Result{}, err
-	}
-	return sdk.Result{Output: out, Timings: sdk.Timings{
-		Preprocess:  preprocessed.Sub(start),
-		Inference:   inferred.Sub(preprocessed),
-		Postprocess: time.Since(inferred),
-	}}, nil
+	return c.RunFrame(ctx, f, false, func(fr tfplugin.Frame[options], outs []*tfmodels.Tensor) (any, map[string][]byte, error) {
+		scores, err := c.scores(outs[0])
+		if err != nil {
+			return nil, nil, err
+		}
+		return output{Top: topK(scores, c.Man.Labels, c.Man.Output.Softmax, fr.Options.TopK, fr.Options.MinScore)}, nil, nil
+	})
 }
 
 // topK turns scores into the k best labels, sorted by score (ties by index),

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"time"
 
 	"github.com/edgeinfer/edgeinfer/plugins/common/masks"
 	"github.com/edgeinfer/edgeinfer/plugins/common/tfplugin"
@@ -145,31 +144,27 @@ type output struct {
 
 // Infer detects the objects of one frame with its pipeline's options.
 func (d *detector) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
-	start := time.Now()
 	opts, ok := d.Pipelines()[f.Pipeline]
 	letterbox := ok && opts.Resize == "letterbox"
-	fr, err := d.Prepare(ctx, f, letterbox)
-	if err != nil {
-		return sdk.Result{}, err
-	}
-	preprocessed := time.Now()
-	outs, err := d.Run()
-	if err != nil {
-		return sdk.Result{}, err
-	}
-	defer tfplugin.Free(outs)
-	inferred := time.Now()
+	return d.RunFrame(ctx, f, letterbox, func(fr tfplugin.Frame[options], outs []*tfmodels.Tensor) (any, map[string][]byte, error) {
+		return d.decodeFrame(f, fr, outs)
+	})
+}
+
+// decodeFrame decodes, filters and suppresses one frame's candidates and
+// pastes their masks.
+func (d *detector) decodeFrame(f sdk.Frame, fr tfplugin.Frame[options], outs []*tfmodels.Tensor) (any, map[string][]byte, error) {
 	raw := make([]tensor, len(outs))
 	for i, t := range outs {
 		v, err := tfmodels.Data[float32](t)
 		if err != nil {
-			return sdk.Result{}, err
+			return nil, nil, err
 		}
 		raw[i] = tensor{data: v, shape: t.Shape()}
 	}
 	cands, err := d.dec.decode(raw, fr.Options)
 	if err != nil {
-		return sdk.Result{}, fmt.Errorf("model %s: %w", d.Dir, err)
+		return nil, nil, fmt.Errorf("model %s: %w", d.Dir, err)
 	}
 	kept := postprocess(cands, fr.Transform, f.Width, f.Height, fr.Options, d.dec.nms())
 	res := output{Detections: make([]Detection, 0, len(kept)), Candidates: len(cands)}
@@ -199,21 +194,9 @@ func (d *detector) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 		}
 		res.Detections = append(res.Detections, det)
 	}
-	b, err := json.Marshal(res)
-	if err != nil {
-		return sdk.Result{}, err
+	if index == nil {
+		return res, nil, nil
 	}
-	var images map[string][]byte
-	if index != nil {
-		png, err := masks.PalettePNG(index, f.Width, f.Height)
-		if err != nil {
-			return sdk.Result{}, err
-		}
-		images = map[string][]byte{"mask": png}
-	}
-	return sdk.Result{Output: b, Images: images, Timings: sdk.Timings{
-		Preprocess:  preprocessed.Sub(start),
-		Inference:   inferred.Sub(preprocessed),
-		Postprocess: time.Since(inferred),
-	}}, nil
+	images, err := masks.MaskImage(index, f.Width, f.Height)
+	return res, images, err
 }

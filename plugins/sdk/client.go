@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -55,10 +57,33 @@ type Plugin struct {
 	stream grpc.BidiStreamingClient[taskpb.InferRequest, taskpb.InferResponse] // opened at the first Infer; used by the call in progress
 }
 
+// KernelsEnv is the environment variable that picks TensorFlow's CPU
+// kernels: "0" its portable Eigen kernels, "1" oneDNN's. TensorFlow reads it
+// when its library loads, so it has to be in a plugin's environment from
+// the start.
+const KernelsEnv = "TF_ENABLE_ONEDNN_OPTS"
+
+// pluginEnv is a plugin's environment: the daemon's, the options' Env, and
+// KernelsEnv=0 unless one of them sets it. TensorFlow turns oneDNN on by
+// itself on some CPUs (those with AVX-512 VNNI, for example) and not on
+// others, and the two kernel sets round differently: enough to reorder a
+// detector's near-tied rows, so that a version whose golden samples were
+// made on one machine would be rejected on another. The Eigen kernels are
+// what TF.js and TensorFlow on most CPUs compute, so a version validates
+// the same everywhere; a device whose golden samples were made with oneDNN
+// can set TF_ENABLE_ONEDNN_OPTS=1 in the daemon's environment.
+func pluginEnv(daemon, extra []string) []string {
+	env := append(slices.Clone(daemon), extra...)
+	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, KernelsEnv+"=") }) {
+		env = append(env, KernelsEnv+"=0")
+	}
+	return env
+}
+
 // Start starts the plugin binary and completes the handshake.
 func Start(opts Options) (*Plugin, error) {
 	cmd := exec.Command(opts.Path)
-	cmd.Env = append(os.Environ(), opts.Env...)
+	cmd.Env = pluginEnv(os.Environ(), opts.Env)
 	// If the daemon dies without stopping its plugins (SIGKILL, a crash),
 	// the kernel ends them too rather than leaving orphans. In a process
 	// group of its own, a plugin does not get the terminal's Ctrl-C: the

@@ -516,3 +516,37 @@ func TestAPluginWithAnotherProtocolVersionIsRefused(t *testing.T) {
 		t.Fatalf("error does not say why: %v", err)
 	}
 }
+
+// A plugin runs TensorFlow's Eigen kernels unless the daemon's environment
+// or the options choose (pluginEnv).
+func TestPluginsGetEigenKernelsUnlessTheEnvironmentChooses(t *testing.T) {
+	has := func(env []string, kv string) bool { return slices.Contains(env, kv) }
+	for _, tc := range []struct {
+		name          string
+		daemon, extra []string
+		want          string
+		count         int
+	}{
+		{"nothing set", []string{"PATH=/bin"}, nil, KernelsEnv + "=0", 1},
+		{"the daemon chose oneDNN", []string{KernelsEnv + "=1"}, nil, KernelsEnv + "=1", 1},
+		{"the options chose oneDNN", nil, []string{KernelsEnv + "=1"}, KernelsEnv + "=1", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := pluginEnv(tc.daemon, tc.extra)
+			n := 0
+			for _, kv := range env {
+				if strings.HasPrefix(kv, KernelsEnv+"=") {
+					n++
+				}
+			}
+			if !has(env, tc.want) || n != tc.count {
+				t.Errorf("env %q: want %s once", env, tc.want)
+			}
+			for _, kv := range append(tc.daemon, tc.extra...) {
+				if !has(env, kv) {
+					t.Errorf("env %q lost %s", env, kv)
+				}
+			}
+		})
+	}
+}

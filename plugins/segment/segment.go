@@ -8,7 +8,6 @@ import (
 	"maps"
 	"math"
 	"slices"
-	"time"
 
 	"github.com/edgeinfer/edgeinfer/plugins/common/crf"
 	"github.com/edgeinfer/edgeinfer/plugins/common/masks"
@@ -189,51 +188,29 @@ func (s *segmenter) rawOf(t *tfmodels.Tensor) (rawOutput, error) {
 
 // Infer segments one frame with its pipeline's options.
 func (s *segmenter) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
-	start := time.Now()
-	fr, err := s.Prepare(ctx, f, false)
-	if err != nil {
-		return sdk.Result{}, err
-	}
-	preprocessed := time.Now()
-	outs, err := s.Run()
-	if err != nil {
-		return sdk.Result{}, err
-	}
-	defer tfplugin.Free(outs)
-	inferred := time.Now()
-	raw, err := s.rawOf(outs[0])
-	if err != nil {
-		return sdk.Result{}, err
-	}
-	var refine refineFunc
-	if p := fr.Options.CRF; p != nil {
-		refine = func(prob []float32, n int, rgb []byte, w, h int) ([]float32, error) {
-			return crf.Refine(prob, n, rgb, w, h, *p)
+	return s.RunFrame(ctx, f, false, func(fr tfplugin.Frame[options], outs []*tfmodels.Tensor) (any, map[string][]byte, error) {
+		raw, err := s.rawOf(outs[0])
+		if err != nil {
+			return nil, nil, err
 		}
-	}
-	out, cls, err := post(raw, f.RGB, f.Width, f.Height, s.Man.Labels, s.Man.Output.Softmax, fr.Options, refine, &s.sc)
-	if err != nil {
-		return sdk.Result{}, fmt.Errorf("model %s: %w", s.Dir, err)
-	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return sdk.Result{}, err
-	}
-	var images map[string][]byte
-	if fr.Options.MaskPNG {
+		var refine refineFunc
+		if p := fr.Options.CRF; p != nil {
+			refine = func(prob []float32, n int, rgb []byte, w, h int) ([]float32, error) {
+				return crf.Refine(prob, n, rgb, w, h, *p)
+			}
+		}
+		out, cls, err := post(raw, f.RGB, f.Width, f.Height, s.Man.Labels, s.Man.Output.Softmax, fr.Options, refine, &s.sc)
+		if err != nil {
+			return nil, nil, fmt.Errorf("model %s: %w", s.Dir, err)
+		}
+		if !fr.Options.MaskPNG {
+			return out, nil, nil
+		}
 		index := make([]uint8, len(cls))
 		for i, c := range cls {
 			index[i] = uint8(c) // mask_png is refused for models of more than 256 labels
 		}
-		png, err := masks.PalettePNG(index, f.Width, f.Height)
-		if err != nil {
-			return sdk.Result{}, err
-		}
-		images = map[string][]byte{"mask": png}
-	}
-	return sdk.Result{Output: b, Images: images, Timings: sdk.Timings{
-		Preprocess:  preprocessed.Sub(start),
-		Inference:   inferred.Sub(preprocessed),
-		Postprocess: time.Since(inferred),
-	}}, nil
+		images, err := masks.MaskImage(index, f.Width, f.Height)
+		return out, images, err
+	})
 }

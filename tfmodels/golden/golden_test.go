@@ -15,10 +15,11 @@ import (
 )
 
 // zooModels are the tiny exports `make models` writes (tfmodels/zoo/export.py
-// REGISTRY) and the detectors `make models-trained` trains on the shapes set.
+// REGISTRY), the detectors `make models-trained` trains on the shapes set and
+// the segmenter it trains on the segmentation set.
 var zooModels = []string{
 	"alexnet", "anchorfree", "facenet", "faster_rcnn", "fcn16s", "fcn32s", "fcn8s", "googlenet", "lenet5",
-	"mask_rcnn", "resnet50", "shapes_faster_rcnn", "shapes_mask_rcnn", "shapes_yolov3", "siamese", "unet",
+	"mask_rcnn", "resnet50", "shapes_faster_rcnn", "shapes_mask_rcnn", "shapes_seg", "shapes_yolov3", "siamese", "unet",
 	"vgg16", "vgg16_fcn", "video_lstm", "yolov3",
 }
 

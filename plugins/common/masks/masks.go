@@ -209,3 +209,14 @@ var palette = func() color.Palette {
 	}
 	return p
 }()
+
+// MaskImage is a frame's mask PNG as a task result carries it beside its
+// output: PalettePNG(index) under the name "mask", which the daemon
+// publishes on <prefix>/<pipeline>/mask.
+func MaskImage(index []uint8, w, h int) (map[string][]byte, error) {
+	png, err := PalettePNG(index, w, h)
+	if err != nil {
+		return nil, err
+	}
+	return map[string][]byte{"mask": png}, nil
+}

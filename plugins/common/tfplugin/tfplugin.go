@@ -268,6 +268,42 @@ func (m *Model[O]) Run() ([]*tfmodels.Tensor, error) {
 	return m.Runner.Run(m.input)
 }
 
+// Decoder turns the output tensors of one frame into the task's output
+// (marshalled to JSON) and the images published beside it (nil: none). The
+// tensors are freed after it returns: it must copy what it keeps.
+type Decoder[O any] func(fr Frame[O], outs []*tfmodels.Tensor) (output any, images map[string][]byte, err error)
+
+// RunFrame is the frame path every task shares: Prepare the input (letterbox
+// or stretch), Run the model, decode its outputs, marshal the output and
+// time the three steps.
+func (m *Model[O]) RunFrame(ctx context.Context, f sdk.Frame, letterbox bool, decode Decoder[O]) (sdk.Result, error) {
+	start := time.Now()
+	fr, err := m.Prepare(ctx, f, letterbox)
+	if err != nil {
+		return sdk.Result{}, err
+	}
+	preprocessed := time.Now()
+	outs, err := m.Run()
+	if err != nil {
+		return sdk.Result{}, err
+	}
+	defer Free(outs)
+	inferred := time.Now()
+	out, images, err := decode(fr, outs)
+	if err != nil {
+		return sdk.Result{}, err
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return sdk.Result{}, err
+	}
+	return sdk.Result{Output: b, Images: images, Timings: sdk.Timings{
+		Preprocess:  preprocessed.Sub(start),
+		Inference:   inferred.Sub(preprocessed),
+		Postprocess: time.Since(inferred),
+	}}, nil
+}
+
 // Free closes tensors.
 func Free(ts []*tfmodels.Tensor) {
 	for _, t := range ts {
