@@ -105,7 +105,7 @@ test: test-go test-race test-py
 
 ## test-race: the packages that hold concurrency, under the race detector
 ## (no TensorFlow: the lifecycle and the worker run with sdk.NewFake).
-RACE_PKGS := ./daemon/ ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./daemon/repo/ ./daemon/config/ ./plugins/sdk/
+RACE_PKGS := ./daemon/ ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./daemon/crop/ ./daemon/repo/ ./daemon/config/ ./plugins/sdk/ ./plugins/embed/identify/ ./internal/fsqueue/
 test-race: deps
 	go test -race -count=1 -timeout 10m $(RACE_PKGS)
 

@@ -8,7 +8,8 @@
 //
 //	daemon/repo       the model repository and its watch
 //	daemon/serving    the model-version lifecycle: versions, processes, policies
-//	daemon/router     sensors to pipelines: per-pipeline queues, input completion
+//	daemon/router     sensors (and pipelines' detections) to pipelines: per-pipeline queues, input completion
+//	daemon/crop       which upstream detections become crop frames, and their pixels
 //	daemon/pipeline   the pipeline worker: frame in, result out
 //	daemon/telemetry  events, model state, stats
 //	daemon/payload    the JSON payloads (imported by watch and the tests)
@@ -72,6 +73,7 @@ type sensorRun struct {
 type pipeRun struct {
 	p      *pipeline.Pipeline
 	cfg    config.Pipeline
+	feed   *router.Feed // its input when another pipeline feeds it (from); nil for a sensor's
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -282,7 +284,12 @@ func (d *Daemon) publishStats(sensors map[string]*sensorRun, pipelines map[strin
 		sensors, pipelines = d.sensors, d.pipelines
 	}
 	for name, p := range pipelines {
-		st.Pipelines[name] = p.p.Stats()
+		ps := p.p.Stats()
+		if p.feed != nil {
+			cs := p.feed.Stats()
+			ps.Crops = &cs
+		}
+		st.Pipelines[name] = ps
 	}
 	for name, s := range sensors {
 		frames, bad, skipped := s.sink.Stats()

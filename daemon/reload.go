@@ -106,6 +106,7 @@ func (d *Daemon) apply(old, next *config.Config) {
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		run := &pipeRun{p: p, cfg: pc, cancel: cancel, done: make(chan struct{})}
+		d.setFeed(run)
 		d.pipelines[name] = run
 		go func() { defer close(run.done); p.Run(ctx) }()
 	}
@@ -114,6 +115,7 @@ func (d *Daemon) apply(old, next *config.Config) {
 		run.p.Queue().SetHot(pc.Queue)
 		run.p.Update(settingsOf(pc), d.mgr.Model(pc.Model))
 		run.cfg = pc
+		d.setFeed(run)
 	}
 
 	// The models: each gets its serving settings and its pipelines' options.
@@ -131,20 +133,46 @@ func (d *Daemon) apply(old, next *config.Config) {
 	}
 	d.watcher.SetModels(slices.Sorted(maps.Keys(used)))
 
-	// Each sensor feeds the queues of its pipelines.
+	// Each sensor feeds the queues of its pipelines, each pipeline the
+	// feeds of the pipelines that take its detections.
 	queues := map[string][]*router.Queue{}
+	feeds := map[string][]*router.Feed{}
 	for _, name := range slices.Sorted(maps.Keys(next.Pipelines)) {
-		s := next.Pipelines[name].Sensor
-		queues[s] = append(queues[s], d.pipelines[name].p.Queue())
+		run := d.pipelines[name]
+		if run.feed != nil {
+			feeds[run.cfg.From] = append(feeds[run.cfg.From], run.feed)
+			continue
+		}
+		queues[run.cfg.Sensor] = append(queues[run.cfg.Sensor], run.p.Queue())
 	}
 	for name, s := range d.sensors {
 		s.sink.SetQueues(queues[name])
+	}
+	for name, run := range d.pipelines {
+		run.p.SetFeeds(feeds[name])
 	}
 	for _, name := range ch.Sensors.Changed {
 		d.restartSensor(name)
 	}
 	for _, name := range ch.Sensors.Added {
 		d.startSensor(name)
+	}
+}
+
+// setFeed gives a pipeline fed by another (from) its input, with its crop
+// settings, and takes it from one that no longer is: crops already queued
+// stay, those refused later owe the upstream nothing. apply then hands the
+// feed to its upstream pipeline. d.mu is held.
+func (d *Daemon) setFeed(run *pipeRun) {
+	switch pc := run.cfg; {
+	case pc.From == "" && run.feed != nil:
+		run.feed.Close(nil)
+		run.feed = nil
+	case pc.From == "":
+	case run.feed == nil:
+		run.feed = router.NewFeed(run.p.Name(), run.p.Queue(), config.CropConfig(pc.Crop), d.tel.Event)
+	default:
+		run.feed.SetConfig(config.CropConfig(pc.Crop))
 	}
 }
 
@@ -231,6 +259,9 @@ func (d *Daemon) stopPipeline(name string, err error) {
 	}
 	if s, ok := d.sensors[run.cfg.Sensor]; ok {
 		s.sink.SetQueues(slices.DeleteFunc(s.sink.Queues(), func(q *router.Queue) bool { return q == run.p.Queue() }))
+	}
+	if run.feed != nil {
+		run.feed.Close(err) // its upstream lets go of it at the end of apply
 	}
 	run.cancel()
 	<-run.done

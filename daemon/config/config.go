@@ -27,7 +27,10 @@ import (
 
 	"github.com/edgeinfer/edgeinfer/sensors"
 
+	"github.com/edgeinfer/edgeinfer/daemon/crop"
+	"github.com/edgeinfer/edgeinfer/daemon/repo"
 	"github.com/edgeinfer/edgeinfer/daemon/track"
+	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 )
 
 // Config is a checked config.toml.
@@ -120,9 +123,13 @@ type Sensor struct {
 	table map[string]any // the whole table decoded, for Diff
 }
 
-// Pipeline binds one sensor to one model.
+// Pipeline binds one sensor, or the detections of another pipeline, to one
+// model.
 type Pipeline struct {
-	Sensor  string `toml:"sensor"`
+	Sensor string `toml:"sensor"`
+	// From names the pipeline whose detections feed this one, in place of
+	// a sensor: each chosen detection becomes a crop frame (Crop).
+	From    string `toml:"from"`
 	Model   string `toml:"model"`
 	Queue   int    `toml:"queue"`   // frames waiting for a lossless pipeline (default 8)
 	Retries int    `toml:"retries"` // restarts of a crashed plugin for one frame (default 3)
@@ -133,6 +140,18 @@ type Pipeline struct {
 	// Tracker, when the table is present, gives a detector's objects track
 	// ids across frames and publishes object_entered / object_left.
 	Tracker *Tracker `toml:"tracker"`
+	// Crop chooses and cuts the upstream detections of a pipeline with
+	// From; defaults applied, nil without From.
+	Crop *Crop `toml:"crop"`
+}
+
+// Crop is a pipeline's [pipelines.<name>.crop] table (daemon/crop).
+type Crop struct {
+	Classes  []string `toml:"classes"`   // labels of the upstream detections to crop; empty: all
+	MinScore float64  `toml:"min_score"` // detections scoring less are not cropped (default 0)
+	Margin   float64  `toml:"margin"`    // fraction of the box's width/height added on each side (default 0)
+	MinSize  int      `toml:"min_size"`  // smaller crops (either side, source pixels) are left out (default 8)
+	MaxCrops int      `toml:"max_crops"` // per upstream frame, best score first (default 10)
 }
 
 // Tracker is a pipeline's [pipelines.<name>.tracker] table (daemon/track).
@@ -331,6 +350,17 @@ func (c *Config) defaults() {
 		if !c.md.IsDefined("pipelines", name, "timeout") {
 			p.Timeout.Duration = 30 * time.Second
 		}
+		if p.From != "" && p.Crop == nil {
+			p.Crop = &Crop{}
+		}
+		if p.Crop != nil {
+			if !c.md.IsDefined("pipelines", name, "crop", "min_size") {
+				p.Crop.MinSize = 8
+			}
+			if !c.md.IsDefined("pipelines", name, "crop", "max_crops") {
+				p.Crop.MaxCrops = 10
+			}
+		}
 		c.Pipelines[name] = p
 	}
 }
@@ -508,13 +538,23 @@ func (c *Config) checkPipelines() error {
 		if !nameRE.MatchString(name) {
 			return c.errf(key, "pipeline name %q may only hold letters, digits, '-' and '_'", name)
 		}
-		if p.Sensor == "" {
-			return c.errf(key+".sensor", "required")
+		switch {
+		case p.Sensor != "" && p.From != "":
+			return c.errf(key+".from", "set sensor or from, not both")
+		case p.From != "":
+			if err := c.checkFrom(name); err != nil {
+				return err
+			}
+		case p.Crop != nil:
+			return c.errf(key+".crop", "only for a pipeline fed by another (from = \"<pipeline>\")")
+		case p.Sensor == "":
+			return c.errf(key+".sensor", "required (or from = \"<pipeline>\", to take crops of another pipeline's detections)")
+		default:
+			if _, ok := c.Sensors[p.Sensor]; !ok {
+				return c.errf(key+".sensor", "sensor %q is not defined; defined: %s", p.Sensor, strings.Join(slices.Sorted(maps.Keys(c.Sensors)), ", "))
+			}
+			used[p.Sensor] = true
 		}
-		if _, ok := c.Sensors[p.Sensor]; !ok {
-			return c.errf(key+".sensor", "sensor %q is not defined; defined: %s", p.Sensor, strings.Join(slices.Sorted(maps.Keys(c.Sensors)), ", "))
-		}
-		used[p.Sensor] = true
 		if p.Model == "" {
 			return c.errf(key+".model", "required")
 		}
@@ -545,6 +585,59 @@ func (c *Config) checkPipelines() error {
 	return nil
 }
 
+// checkFrom checks the from and crop of the pipeline called name: from
+// names another pipeline, pipelines do not feed each other in a cycle, the
+// upstream's model detects (its serving version's manifest says so; a
+// model with no readable manifest yet is a warning), and the crop values
+// are in range, its classes among the upstream model's labels.
+func (c *Config) checkFrom(name string) error {
+	p, key := c.Pipelines[name], "pipelines."+name
+	up, ok := c.Pipelines[p.From]
+	if !ok {
+		others := slices.DeleteFunc(slices.Sorted(maps.Keys(c.Pipelines)), func(n string) bool { return n == name })
+		return c.errf(key+".from", "pipeline %q is not defined; defined: %s", p.From, strings.Join(others, ", "))
+	}
+	chain := []string{name}
+	for at := p.From; at != ""; at = c.Pipelines[at].From {
+		chain = append(chain, at)
+		if at == name {
+			return c.errf(key+".from", "pipelines feed each other in a cycle: %s", strings.Join(chain, " <- "))
+		}
+		if len(chain) > len(c.Pipelines) {
+			break // a cycle further up, reported at its own pipelines
+		}
+	}
+	cr := p.Crop
+	switch {
+	case !(cr.MinScore >= 0 && cr.MinScore <= 1):
+		return c.errf(key+".crop.min_score", "must be in [0, 1], got %g", cr.MinScore)
+	case !(cr.Margin >= 0 && cr.Margin <= 10):
+		return c.errf(key+".crop.margin", "must be in [0, 10] (a fraction of the box's side), got %g", cr.Margin)
+	case cr.MinSize < 1:
+		return c.errf(key+".crop.min_size", "must be >= 1, got %d", cr.MinSize)
+	case cr.MaxCrops < 1:
+		return c.errf(key+".crop.max_crops", "must be >= 1, got %d", cr.MaxCrops)
+	}
+	if i := slices.Index(cr.Classes, ""); i >= 0 {
+		return c.errf(key+".crop.classes", "class %d is empty", i)
+	}
+	m, err := repo.ServingManifest(c.Models.Repository, up.Model, c.Serving(up.Model).Version)
+	if err != nil {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: %s.from: cannot tell yet whether model %s of pipeline %s detects: %v; "+
+			"%s gets crops only from results with detections", c.file, lineOf(c.lines, key+".from"), key, up.Model, p.From, err, name))
+		return nil
+	}
+	if manifest.Plugin(m.Task) != "detect" {
+		return c.errf(key+".from", "pipeline %q runs model %s, whose task %s makes no detections to crop (a detect_* task does)", p.From, up.Model, m.Task)
+	}
+	for _, class := range cr.Classes {
+		if !slices.Contains(m.Labels, class) {
+			return c.errf(key+".crop.classes", "%q is not a label of model %s; its labels: %s", class, up.Model, strings.Join(m.Labels, ", "))
+		}
+	}
+	return nil
+}
+
 // checkUndecoded reports the first key no part of the program knows.
 func (c *Config) checkUndecoded() error {
 	var keys []string
@@ -560,6 +653,11 @@ func (c *Config) checkUndecoded() error {
 	}
 	sort.Slice(keys, func(i, j int) bool { return lineOf(c.lines, keys[i]) < lineOf(c.lines, keys[j]) })
 	return c.errf(keys[0], "unknown key")
+}
+
+// CropConfig is the crop table as daemon/crop takes it.
+func CropConfig(c *Crop) crop.Config {
+	return crop.Config{Classes: c.Classes, MinScore: c.MinScore, Margin: c.Margin, MinSize: c.MinSize, MaxCrops: c.MaxCrops}
 }
 
 // TrackConfig is the tracker's config with its defaults.

@@ -78,14 +78,39 @@ func appended(text string) func(string) string {
 	return func(s string) string { return s + text }
 }
 
+// invalid is an edit of a valid config and the message it is refused
+// with: the start of the message after "config.toml:".
+type invalid struct {
+	name string
+	edit func(string) string
+	want string
+}
+
+// refuses checks that each edit of base is refused with its own message.
+func refuses(t *testing.T, base string, cases []invalid) {
+	t.Helper()
+	seen := map[string]string{}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("config.toml", tc.edit(base))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := strings.TrimPrefix(err.Error(), "config.toml:")
+			if !strings.HasPrefix(msg, tc.want) {
+				t.Fatalf("got  %q\nwant %q", msg, tc.want)
+			}
+			if other, dup := seen[err.Error()]; dup {
+				t.Fatalf("same message as %q", other)
+			}
+			seen[err.Error()] = tc.name
+		})
+	}
+}
+
 func TestEachKindOfInvalidConfigHasItsOwnMessage(t *testing.T) {
 	repo, plugins, inbox := fixture(t)
-	base := valid(repo, plugins, inbox)
-	cases := []struct {
-		name string
-		edit func(string) string
-		want string // the whole message after "config.toml:"
-	}{
+	refuses(t, valid(repo, plugins, inbox), []invalid{
 		{"syntax error", func(s string) string { return s + "[pipelines\n" },
 			"21: expected '.' or ']' to end table name, but got '\\n' instead"},
 		{"unknown top-level key", func(s string) string { return "colour = \"blue\"\n" + s },
@@ -152,24 +177,7 @@ func TestEachKindOfInvalidConfigHasItsOwnMessage(t *testing.T) {
 		{"serving tolerance not positive", appended("[serving.lenet5]\ntolerance = 0.0\n"), "21: serving.lenet5.tolerance: must be > 0 and finite, got 0"},
 		{"serving tolerance infinite", appended("[serving.lenet5]\ntolerance = inf\n"), "21: serving.lenet5.tolerance: must be > 0 and finite, got +Inf"},
 		{"unknown key in serving", appended("[serving.lenet5]\nretries = 2\n"), "21: serving.lenet5.retries: unknown key"},
-	}
-	seen := map[string]string{}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("config.toml", tc.edit(base))
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			msg := strings.TrimPrefix(err.Error(), "config.toml:")
-			if !strings.HasPrefix(msg, tc.want) {
-				t.Fatalf("got  %q\nwant %q", msg, tc.want)
-			}
-			if other, dup := seen[err.Error()]; dup {
-				t.Fatalf("same message as %q", other)
-			}
-			seen[err.Error()] = tc.name
-		})
-	}
+	})
 }
 
 func TestWhatNoPipelineUsesIsAWarning(t *testing.T) {

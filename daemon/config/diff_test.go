@@ -23,11 +23,7 @@ model = "lenet5"
 [serving.lenet5]
 version = "1"
 `
-	cases := []struct {
-		name string
-		edit func(string) string
-		want Changes
-	}{
+	diffs(t, base, []reload{
 		{"identical configs: nothing", func(s string) string { return s }, Changes{}},
 		{"a default written out: nothing", after(`model = "lenet5"`, "queue = 8\ntimeout = \"30s\""), Changes{}},
 		{"comments: nothing", func(s string) string {
@@ -63,7 +59,19 @@ version = "1"
 			Changes{Other: []string{"stats_interval"}}},
 		{"models.threads, settle and rescan: live", after("[models]", "threads = 2\nsettle = \"5s\"\nrescan = \"1m\""), Changes{Other: []string{"models.threads", "models.settle", "models.rescan"}}},
 		{"commands.enabled: live", appended("[commands]\nenabled = true\n"), Changes{Other: []string{"commands.enabled"}}},
-	}
+	})
+}
+
+// reload is an edit of a valid config and what Diff says it changes.
+type reload struct {
+	name string
+	edit func(string) string
+	want Changes
+}
+
+// diffs checks what Diff says of each edit of base.
+func diffs(t *testing.T, base string, cases []reload) {
+	t.Helper()
 	old, err := Parse("config.toml", base)
 	if err != nil {
 		t.Fatal(err)

@@ -30,7 +30,64 @@ type Result struct {
 	Height     int             `json:"height"`
 	Timings    Timings         `json:"timings_ms"`
 	Output     json.RawMessage `json:"output"`
+	// Origin says which detection of which upstream frame the frame was
+	// cut from, for a pipeline fed by another ([pipelines.<name>] from);
+	// absent for a sensor's frames.
+	Origin *Origin `json:"origin,omitempty"`
 }
+
+// Origin is where a crop frame came from: one detection of a frame of the
+// upstream pipeline. Sensor and Seq are that frame's (the crop's own
+// result carries the same); Crop is the rectangle cut out of it, so a point
+// (x, y) of the crop is (Crop.X1 + x, Crop.Y1 + y) in the upstream frame.
+type Origin struct {
+	Pipeline  string  `json:"pipeline"`
+	Sensor    string  `json:"sensor"`
+	Seq       uint64  `json:"seq"`
+	Source    string  `json:"source"`
+	Detection int     `json:"detection"` // index in the upstream result's output.detections
+	Box       Box     `json:"box"`       // the detection's box, in the upstream frame's pixels
+	Crop      Rect    `json:"crop"`      // what was cut: the box with the margin, clipped to the frame
+	Label     string  `json:"label"`
+	Class     int     `json:"class"`
+	Score     float64 `json:"score"`
+	TrackID   uint64  `json:"track_id,omitempty"`
+	// Origin is the upstream frame's own origin when it was a crop too
+	// (a chain of more than one step).
+	Origin *Origin `json:"origin,omitempty"`
+}
+
+// Detection is one of output.detections in a detect task's result, as
+// the daemon reads it (tracking, crops); the plugin's README has the rest.
+type Detection struct {
+	Label   string  `json:"label"`
+	Class   int     `json:"class"`
+	Score   float64 `json:"score"`
+	Box     Box     `json:"box"`
+	TrackID uint64  `json:"track_id,omitempty"`
+}
+
+// Box is x1, y1, x2, y2 in frame pixels (x2, y2 exclusive).
+type Box struct {
+	X1 float64 `json:"x1"`
+	Y1 float64 `json:"y1"`
+	X2 float64 `json:"x2"`
+	Y2 float64 `json:"y2"`
+}
+
+// Rect is a rectangle of whole pixels: x1, y1 included, x2, y2 excluded.
+type Rect struct {
+	X1 int `json:"x1"`
+	Y1 int `json:"y1"`
+	X2 int `json:"x2"`
+	Y2 int `json:"y2"`
+}
+
+// Dx is the rectangle's width.
+func (r Rect) Dx() int { return r.X2 - r.X1 }
+
+// Dy is the rectangle's height.
+func (r Rect) Dy() int { return r.Y2 - r.Y1 }
 
 // ModelRef names the model version that made a result, and the plugin
 // process that ran it.
@@ -180,6 +237,17 @@ type PipelineStats struct {
 	Queued   int     `json:"queued"`   // waiting now (with pixels in memory or to be read again)
 	P50MS    float64 `json:"total_p50_ms"`
 	P99MS    float64 `json:"total_p99_ms"`
+	// Crops counts, for a pipeline fed by another, the detections it was
+	// given and those it left out; nil for a sensor's pipeline.
+	Crops *CropStats `json:"crops,omitempty"`
+}
+
+// CropStats counts the upstream detections of a pipeline fed by another.
+type CropStats struct {
+	Made     uint64 `json:"made"`      // crops handed to the pipeline
+	TooSmall uint64 `json:"too_small"` // chosen, but under min_size after the margin
+	OverMax  uint64 `json:"over_max"`  // chosen, but beyond max_crops of their frame
+	Bad      uint64 `json:"bad"`       // inverted boxes: a bad_input event each
 }
 
 // SensorStats counts since start.

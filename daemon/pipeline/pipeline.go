@@ -5,6 +5,11 @@
 // dashboards (sdk.Result.Images, each on <prefix>/<pipeline>/<name>). The
 // frame's input is released only once the broker has the result.
 //
+// A pipeline can feed others ([pipelines.<name>] from): after its result
+// is handed to the broker, each router.Feed it has cuts the crops it wants
+// out of the frame and queues them for its pipeline; the frame's input
+// waits for their results too.
+//
 // A process that dies or hangs (no answer within the pipeline's timeout)
 // is restarted by the lifecycle and the frame tried again, up to retries
 // times. A pipeline whose model cannot serve waits, and its frames wait in
@@ -65,9 +70,10 @@ type Pipeline struct {
 	env   Env
 	queue *router.Queue
 
-	mu    sync.Mutex // guards set, model and moved, changed by a config reload
+	mu    sync.Mutex // guards set, model, moved and feeds, changed by a config reload
 	set   Settings
 	model *serving.Model
+	feeds []*router.Feed // the inputs of the pipelines fed by this one
 	// moved ends when a reload gives the pipeline another model: a frame
 	// waiting for the old one to serve goes to wait for the new one.
 	moved context.Context
@@ -108,6 +114,14 @@ func (p *Pipeline) Update(set Settings, model *serving.Model) {
 		p.moved, p.move = context.WithCancel(context.Background())
 	}
 	p.set, p.model = set, model
+}
+
+// SetFeeds sets the inputs of the pipelines this one feeds (config
+// reload); the frame in progress goes to those set when its result came.
+func (p *Pipeline) SetFeeds(feeds []*router.Feed) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.feeds = feeds
 }
 
 func (p *Pipeline) current() (Settings, *serving.Model, context.Context) {
@@ -167,7 +181,7 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 	r := payload.Result{
 		Schema: payload.Schema, Device: p.env.Device, Pipeline: p.name, Sensor: f.Sensor, Seq: f.Seq, Source: f.Source,
 		CapturedAt: f.Time.UTC(), Model: payload.ModelRef{Name: v.Model, Version: v.Version, PID: lease.Process().Pid()},
-		Task: v.Manifest.Task, Width: f.Width, Height: f.Height, Output: res.Output,
+		Task: v.Manifest.Task, Width: f.Width, Height: f.Height, Output: res.Output, Origin: j.Origin,
 		Timings: payload.Timings{
 			Queue: sdk.Millis(started.Sub(j.Enqueued)), Transfer: sdk.Millis(max(finished.Sub(started)-inside, 0)),
 			Preprocess: sdk.Millis(t.Preprocess), Inference: sdk.Millis(t.Inference),
@@ -196,6 +210,16 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 			}
 		})
 	}
+	// The pipelines fed by this one hold the frame from before the result
+	// can be acknowledged until their crops are queued, and each crop then
+	// holds it until its own result is at the broker.
+	p.mu.Lock()
+	feeds := p.feeds
+	p.mu.Unlock()
+	var release func(error)
+	if len(feeds) > 0 {
+		release = j.Hold()
+	}
 	// The frame is finished (its file moved to done/, its MQTT message
 	// acknowledged) only once the broker has the result, so a crash in
 	// between loses nothing: the input is processed again.
@@ -212,6 +236,12 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 	p.record(r.Timings.Total)
 	if p.env.LogResults {
 		p.env.Logger.Info("result", "source", f.Source, "version", v.Version, "output", string(res.Output), "total_ms", r.Timings.Total)
+	}
+	for _, fd := range feeds {
+		fd.Send(ctx, p.name, j, rgb, res.Output)
+	}
+	if release != nil {
+		release(nil)
 	}
 }
 
@@ -309,6 +339,9 @@ func (p *Pipeline) fail(j *router.Job, model *serving.Model, err error) {
 	p.failed.Add(1)
 	ev := payload.Event{Type: payload.EventInferenceFailed, Pipeline: p.name, Sensor: f.Sensor, Model: model.Name(), Source: f.Source,
 		Message: fmt.Sprintf("%s: %v", f.Source, err), Attrs: map[string]any{"seq": f.Seq}}
+	if j.Origin != nil {
+		ev.Attrs["origin"] = j.Origin
+	}
 	if errors.Is(err, sdk.ErrBadFrame) {
 		ev.Type = payload.EventBadInput
 	}

@@ -30,8 +30,10 @@ import (
 // frames of width 0, dies on seq 13 (once per process, as long as crashes
 // lasts), hangs on seq 21 the first time, and makes an image named "mask"
 // on seq 31 and one named "Mask/1" on seq 32. From seq 101 on it detects
-// one object, 1 pixel further right at each seq. Seqs 51 to 60 give
-// segment-style alerts: water from 52 to 54 and from 57 on, sand at 53.
+// one object, 1 pixel further right at each seq; from seq 201 on, two
+// (chain_test.go). Seqs 51 to 60 give segment-style alerts: water from 52
+// to 54 and from 57 on, sand at 53. It refuses every frame of the pipeline
+// called "refuses".
 type task struct {
 	crashes *atomic.Int32 // seq 13 kills the process while > 0
 	hung    *atomic.Bool  // seq 21 hangs once
@@ -47,6 +49,9 @@ func (t *task) Validate(context.Context) (sdk.Validation, error)            { re
 func (t *task) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 	if f.Width == 0 {
 		return sdk.Result{}, fmt.Errorf("%w: empty", sdk.ErrBadFrame)
+	}
+	if f.Pipeline == "refuses" {
+		return sdk.Result{}, fmt.Errorf("%w: not for me", sdk.ErrBadFrame)
 	}
 	if f.Seq == 13 && t.crashes.Add(-1) >= 0 {
 		t.die()
@@ -66,6 +71,12 @@ func (t *task) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 		x := float64(f.Seq - 100)
 		out, _ = json.Marshal(map[string]any{"detections": []map[string]any{
 			{"label": "a", "class": 0, "score": 0.9, "box": map[string]float64{"x1": x, "y1": 0, "x2": x + 10, "y2": 10}}}})
+	}
+	if f.Seq > 200 {
+		x := float64(f.Seq - 200)
+		out, _ = json.Marshal(map[string]any{"detections": []map[string]any{
+			{"label": "a", "class": 0, "score": 0.9, "box": map[string]float64{"x1": x, "y1": 0, "x2": x + 10, "y2": 10}},
+			{"label": "b", "class": 1, "score": 0.8, "box": map[string]float64{"x1": 20, "y1": 5, "x2": 30, "y2": 15}}}})
 	}
 	if f.Seq > 50 && f.Seq <= 60 {
 		alerts := []map[string]any{}
@@ -87,12 +98,15 @@ func (t *task) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 }
 
 // bus records published results (and the topics of everything
-// published, in order) and acknowledges them, or fails them.
+// published, in order) and acknowledges them, or fails them, or, while
+// held, keeps their acknowledgements for ack.
 type bus struct {
 	mu      sync.Mutex
 	results []payload.Result
 	topics  []string
 	fail    bool
+	hold    bool
+	acks    []func(error) // held, in the order of results
 }
 
 func (b *bus) PublishThen(topic string, _ bool, body []byte, then func(error)) {
@@ -105,6 +119,11 @@ func (b *bus) PublishThen(topic string, _ bool, body []byte, then func(error)) {
 		if strings.HasSuffix(topic, "/result") {
 			b.results = append(b.results, r)
 		}
+	}
+	if b.hold && !fail {
+		b.acks = append(b.acks, then)
+		b.mu.Unlock()
+		return
 	}
 	b.mu.Unlock()
 	if fail {
@@ -123,6 +142,10 @@ type env struct {
 	events  chan payload.Event
 	crashes atomic.Int32
 	pids    sync.Map
+	// pipelines fed by p (chain_test.go): the pipelines of each model, and
+	// the feeds p hands its results to
+	pipelines map[string][]string
+	feeds     []*router.Feed
 }
 
 type nopReporter struct{}
@@ -133,7 +156,7 @@ func (nopReporter) Event(string, string, string, map[string]any) {}
 // start runs a pipeline over one model served by fake processes.
 func start(t *testing.T, timeout time.Duration) *env {
 	t.Helper()
-	e := &env{q: router.NewQueue(4), bus: &bus{}, events: make(chan payload.Event, 100)}
+	e := &env{q: router.NewQueue(4), bus: &bus{}, events: make(chan payload.Event, 100), pipelines: map[string][]string{"m": {"p"}}}
 	e.sink = router.NewSink("cam", nopReporter{})
 	e.sink.SetQueues([]*router.Queue{e.q})
 	plugins := t.TempDir()

@@ -100,6 +100,38 @@ func Servable(repository, model string) (Version, error) {
 	return Version{}, fmt.Errorf("model %s: no servable version; the highest, %s, is not: %w", model, highest.Version, highest.Err)
 }
 
+// ServingManifest returns the manifest of the version of model that
+// version ("latest", or a version number) would serve, reading only the
+// manifests: for "latest", that of the highest version whose manifest is
+// valid. It tells what a model does (its task, its labels) without the deep
+// check; an error says why it cannot.
+func ServingManifest(repository, model, version string) (manifest.Manifest, error) {
+	list, err := listVersions(repository, model)
+	if err != nil {
+		return manifest.Manifest{}, err
+	}
+	var highest error
+	for _, f := range list {
+		if version != "latest" && f.v.Version != version {
+			continue
+		}
+		m, err := readManifest(f.v.Dir)
+		if err == nil || version != "latest" {
+			return m, err
+		}
+		if highest == nil {
+			highest = err
+		}
+	}
+	switch {
+	case version != "latest":
+		return manifest.Manifest{}, fmt.Errorf("model %s: version %s is not in the repository", model, version)
+	case highest == nil:
+		return manifest.Manifest{}, fmt.Errorf("model %s: no version in the repository", model)
+	}
+	return manifest.Manifest{}, fmt.Errorf("model %s: no version with a valid %s; the highest: %w", model, manifest.File, highest)
+}
+
 func modelDir(repository, model string) (string, error) {
 	if model == "" || model == "." || model == ".." || strings.ContainsAny(model, `/\`) {
 		return "", fmt.Errorf("model %q: not a folder name", model)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/edgeinfer/edgeinfer/internal/fsqueue"
 )
 
 // Defaults of WatchOptions.
@@ -136,18 +138,18 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	r := &run{w: w, root: root, models: map[string]*modelState{}}
 	var fsWake <-chan struct{}
-	var q *fsQueue
+	var q *fsqueue.Queue
 	if !w.opts.noEvents {
 		fsw, err := fsnotify.NewWatcher()
 		if err != nil {
 			w.log.Warn("model repository: no file events, relying on the periodic rescan", "repository", root, "rescan", w.opts.Rescan, "err", err)
 		} else {
-			q = drain(fsw)
+			q = fsqueue.Drain(fsw, maxQueued)
 			defer func() {
 				fsw.Close()
-				<-q.done
+				<-q.Done()
 			}()
-			r.fsw, fsWake = fsw, q.wake
+			r.fsw, fsWake = fsw, q.Wake()
 		}
 	}
 	r.watchRoot()
@@ -169,7 +171,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case <-w.modelsChanged:
 			r.syncModels()
 		case <-fsWake:
-			events, errs, lost := q.take()
+			events, errs, lost := q.Take()
 			for _, err := range errs {
 				w.log.Warn("model repository: file event error, rescanning", "repository", root, "err", err)
 			}
@@ -199,76 +201,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// fsQueue hands fsnotify's events and errors to Run. A goroutine of its
-// own takes them from fsnotify's channels and never calls into fsnotify:
-// fsnotify sends some errors while it holds the lock that its WatchList,
-// Add and Remove take (on IN_MOVE_SELF of a watched folder: a version
-// folder renamed away, or exchanged with another in one step), so a Run
-// that both read the channels and called those methods could wait on
-// fsnotify while fsnotify waits on it, for ever (and the daemon would not
-// stop at SIGTERM).
-type fsQueue struct {
-	mu     sync.Mutex
-	events []fsnotify.Event
-	errs   []error
-	lost   bool          // events dropped: more than maxQueued waited
-	wake   chan struct{} // one wake-up pending at most
-	done   chan struct{} // closed once fsnotify's channels are
-}
-
 // maxQueued bounds the events waiting for Run; beyond it they are dropped
 // and Run rescans everything instead.
 const maxQueued = 4096
-
-func drain(fsw *fsnotify.Watcher) *fsQueue {
-	q := &fsQueue{wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go func() {
-		defer close(q.done)
-		events, errs := fsw.Events, fsw.Errors
-		for events != nil || errs != nil {
-			select {
-			case ev, ok := <-events:
-				if !ok {
-					events = nil
-					continue
-				}
-				q.mu.Lock()
-				if len(q.events) < maxQueued {
-					q.events = append(q.events, ev)
-				} else {
-					q.lost = true
-				}
-				q.mu.Unlock()
-			case err, ok := <-errs:
-				if !ok {
-					errs = nil
-					continue
-				}
-				q.mu.Lock()
-				if len(q.errs) < 16 {
-					q.errs = append(q.errs, err)
-				} else {
-					q.lost = true
-				}
-				q.mu.Unlock()
-			}
-			select {
-			case q.wake <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	return q
-}
-
-// take returns what waited and empties the queue.
-func (q *fsQueue) take() (events []fsnotify.Event, errs []error, lost bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	events, errs, lost = q.events, q.errs, q.lost
-	q.events, q.errs, q.lost = nil, nil, false
-	return events, errs, lost
-}
 
 // run is the state of one Run; only its goroutine touches it.
 type run struct {

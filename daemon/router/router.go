@@ -4,14 +4,21 @@
 // releases the frame's input (file to done/, MQTT message acknowledged)
 // only when every pipeline has its result.
 //
-// A Queue holds a pipeline's lossless frames in order and its newest live
-// frame. The first `hot` lossless frames keep their pixels; a frame beyond
-// them whose sensor can read it again (sensors.Frame.Reload) waits without
-// its pixels and is read again when its turn comes, so a pipeline that
-// cannot serve (its model broken, a version loading under the resource
-// policy) lets thousands of inputs wait in little memory while its siblings
-// carry on. A frame that cannot be read again waits for room instead
-// (back-pressure on its sensor).
+// A pipeline can also be fed by another pipeline's detections (Feed, in
+// feed.go): the crops of each upstream result go through a Sink of their
+// own to the downstream pipeline's Queue, and each holds the upstream frame
+// (Job.Hold), so its input is released only when every crop's result is at
+// the broker too.
+//
+// A Queue holds a pipeline's lossless frames in order and the newest live
+// frame (or the crops of the newest live frame). The first `hot` lossless
+// frames keep their pixels; a frame beyond them whose sensor can read it
+// again (sensors.Frame.Reload) waits without its pixels and is read again
+// when its turn comes, so a pipeline that cannot serve (its model broken, a
+// version loading under the resource policy) lets thousands of inputs wait
+// in little memory while its siblings carry on. A frame that cannot be read
+// again waits for room instead (back-pressure on its sensor, or on the
+// upstream pipeline for a crop).
 package router
 
 import (
@@ -22,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeinfer/edgeinfer/daemon/payload"
 	"github.com/edgeinfer/edgeinfer/sensors"
 )
 
@@ -37,8 +45,12 @@ var errSkipped = errors.New("skipped: a newer live frame replaced it")
 type Job struct {
 	Frame    *sensors.Frame
 	Enqueued time.Time
-	rgb      []byte // nil while the job waits without its pixels
-	track    *tracker
+	// Origin says which upstream detection a crop frame was cut from (a
+	// pipeline fed by another); nil for a sensor's frame.
+	Origin *payload.Origin
+	rgb    []byte // nil while the job waits without its pixels
+	track  *tracker
+	live   bool // offered (a live source): its crops are offered too
 }
 
 // Pixels returns the frame's RGB, reading the input again if the job
@@ -64,6 +76,16 @@ func (j *Job) Done(err error) {
 		j.track.release()
 	}
 	j.track.done(err)
+}
+
+// Hold keeps the frame's input from being released until the returned
+// function is called; calls after the first do nothing. A pipeline takes a
+// hold for each crop of the frame it hands to a pipeline fed by it, before
+// its own Done.
+func (j *Job) Hold() func(error) {
+	j.track.remaining.Add(1)
+	var once sync.Once
+	return func(err error) { once.Do(func() { j.track.done(err) }) }
 }
 
 // tracker finishes a frame once every pipeline it went to is done with it.
@@ -137,7 +159,7 @@ type Queue struct {
 	mu      sync.Mutex
 	jobs    []*Job // lossless, in order
 	warm    int    // jobs holding pixels
-	live    *Job   // the newest live frame
+	live    []*Job // the newest live frame, or the crops of the newest live frame
 	closed  bool
 	wake    chan struct{} // signalled when a job arrives
 	room    chan struct{} // closed and replaced when a job leaves
@@ -185,18 +207,19 @@ func (q *Queue) push(ctx context.Context, j *Job) error {
 	return nil
 }
 
-// offer sets the live job and returns the one it replaced, if any.
-func (q *Queue) offer(j *Job) (old *Job, ok bool) {
+// offer sets the live jobs (one frame, or the crops of one frame) and
+// returns those they replaced.
+func (q *Queue) offer(jobs []*Job) (old []*Job, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return nil, false
 	}
-	j.rgb = j.track.hold()
-	old, q.live = q.live, j
-	if old != nil {
-		q.skipped.Add(1)
+	for _, j := range jobs {
+		j.rgb = j.track.hold()
 	}
+	old, q.live = q.live, jobs
+	q.skipped.Add(uint64(len(old)))
 	q.signal()
 	return old, true
 }
@@ -239,8 +262,12 @@ func (q *Queue) take() *Job {
 		q.room = make(chan struct{})
 		return j
 	}
-	j := q.live
-	q.live = nil
+	if len(q.live) == 0 {
+		return nil
+	}
+	j := q.live[0]
+	q.live[0] = nil
+	q.live = q.live[1:]
 	return j
 }
 
@@ -248,14 +275,10 @@ func (q *Queue) take() *Job {
 func (q *Queue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := len(q.jobs)
-	if q.live != nil {
-		n++
-	}
-	return n
+	return len(q.jobs) + len(q.live)
 }
 
-// Skipped counts live frames replaced by a newer one.
+// Skipped counts live frames (and crops) replaced by newer ones.
 func (q *Queue) Skipped() uint64 { return q.skipped.Load() }
 
 // Close refuses new frames and finishes every waiting one with err:
@@ -268,10 +291,7 @@ func (q *Queue) Close(err error) {
 	close(q.room)
 	q.room = make(chan struct{})
 	q.mu.Unlock()
-	for _, j := range jobs {
+	for _, j := range append(jobs, live...) {
 		j.Done(err)
-	}
-	if live != nil {
-		live.Done(err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeinfer/edgeinfer/daemon/payload"
 	"github.com/edgeinfer/edgeinfer/sensors"
 )
 
@@ -56,6 +57,14 @@ func (s *Sink) Queues() []*Queue {
 // own. It waits only for a pipeline whose queue is full of frames that
 // cannot be read again.
 func (s *Sink) Deliver(ctx context.Context, f *sensors.Frame) error {
+	return s.deliver(ctx, f, nil)
+}
+
+// deliver is Deliver of a frame cut from the upstream detection origin
+// (nil: a sensor's frame). It returns ErrStopping without finishing the
+// frame when the sink takes no frame; once the frame went to a queue, it is
+// finished whatever happens.
+func (s *Sink) deliver(ctx context.Context, f *sensors.Frame, origin *payload.Origin) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed || len(s.queues) == 0 {
@@ -67,9 +76,8 @@ func (s *Sink) Deliver(ctx context.Context, f *sensors.Frame) error {
 	defer t.letGo()
 	now := time.Now()
 	for i, q := range s.queues {
-		if err := q.push(ctx, &Job{Frame: f, Enqueued: now, track: t}); err != nil {
-			// The pipelines not reached are done with it, unfinished; if
-			// none was reached, the sensor keeps the frame.
+		if err := q.push(ctx, &Job{Frame: f, Enqueued: now, Origin: origin, track: t}); err != nil {
+			// The pipelines not reached are done with it, unfinished.
 			for range s.queues[i:] {
 				t.done(ErrStopping)
 			}
@@ -80,27 +88,46 @@ func (s *Sink) Deliver(ctx context.Context, f *sensors.Frame) error {
 }
 
 // Offer implements sensors.Sink: each pipeline keeps the newest frame.
-func (s *Sink) Offer(f *sensors.Frame) {
+func (s *Sink) Offer(f *sensors.Frame) { s.offer([]*sensors.Frame{f}, nil) }
+
+// offer hands the frames made of one live frame (the frame itself, or its
+// crops, cut from origins) to each pipeline, which keeps them in place of
+// those it had not taken yet. It reports false, finishing nothing, when
+// the sink takes no frame.
+func (s *Sink) offer(fs []*sensors.Frame, origins []*payload.Origin) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed || len(s.queues) == 0 {
-		return
+		return false
 	}
-	s.frames.Add(1)
-	s.inflight.Add(1)
-	t := newTracker(f, len(s.queues), s.inflight.Done)
+	s.frames.Add(uint64(len(fs)))
+	trackers := make([]*tracker, len(fs))
+	for i, f := range fs {
+		s.inflight.Add(1)
+		trackers[i] = newTracker(f, len(s.queues), s.inflight.Done)
+	}
 	now := time.Now()
 	for _, q := range s.queues {
-		old, ok := q.offer(&Job{Frame: f, Enqueued: now, track: t})
+		jobs := make([]*Job, len(fs))
+		for i, f := range fs {
+			jobs[i] = &Job{Frame: f, Enqueued: now, track: trackers[i], live: true}
+			if origins != nil {
+				jobs[i].Origin = origins[i]
+			}
+		}
+		old, ok := q.offer(jobs)
 		if !ok {
-			t.done(ErrStopping)
+			for _, t := range trackers {
+				t.done(ErrStopping)
+			}
 			continue
 		}
-		if old != nil {
-			s.skipped.Add(1)
-			old.Done(errSkipped)
+		s.skipped.Add(uint64(len(old)))
+		for _, j := range old {
+			j.Done(errSkipped)
 		}
 	}
+	return true
 }
 
 // BadInput implements sensors.Sink.

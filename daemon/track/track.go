@@ -22,6 +22,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/edgeinfer/edgeinfer/daemon/payload"
 	"github.com/edgeinfer/edgeinfer/plugins/common/boxes"
 )
 
@@ -250,14 +251,7 @@ func (tr *Tracker) Apply(at time.Time, output json.RawMessage) (json.RawMessage,
 	}
 	dets := make([]Detection, len(items))
 	for i, it := range items {
-		var d struct {
-			Label string  `json:"label"`
-			Class int     `json:"class"`
-			Score float64 `json:"score"`
-			Box   struct {
-				X1, Y1, X2, Y2 float64
-			} `json:"box"`
-		}
+		var d payload.Detection
 		b, _ := json.Marshal(it)
 		if err := json.Unmarshal(b, &d); err != nil {
 			return output, nil, fmt.Errorf("tracker: detection %d: %w", i, err)

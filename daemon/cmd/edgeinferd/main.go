@@ -96,7 +96,11 @@ func checkModels(cfg *config.Config, load bool) int {
 				bad++
 				continue
 			}
-			fmt.Printf("pipeline %s: sensor %s -> model %s version %s (%s)%s\n", name, p.Sensor, model, report.version, report.task, report.detail)
+			in := "sensor " + p.Sensor
+			if p.From != "" {
+				in = "crops of pipeline " + p.From
+			}
+			fmt.Printf("pipeline %s: %s -> model %s version %s (%s)%s\n", name, in, model, report.version, report.task, report.detail)
 		}
 	}
 	if bad > 0 {
