@@ -236,11 +236,7 @@ class Trainer:
         self.name, self.model, self.recipe = name, model, recipe
         self.kvars = model.trainable_variables
         self.vars = [v.value for v in self.kvars]
-        warmup = min(recipe.warmup, max(recipe.steps // 10, 1))
-        sched = keras.optimizers.schedules.CosineDecay(0.0, max(recipe.steps - warmup, 1), alpha=0.02,
-                                                       warmup_target=recipe.lr, warmup_steps=warmup)
-        self.opt = keras.optimizers.Adam(sched, global_clipnorm=recipe.clipnorm)
-        self.opt.build(self.kvars)
+        self.opt = trained.adam(self.kvars, recipe.steps, recipe.lr, recipe.warmup, recipe.clipnorm)
         self.step = tf.function(self._step)
 
     def loss(self, *batch):
@@ -547,12 +543,7 @@ class Session:
                 gallery_per_id=I.GALLERY_PER_ID, probe_per_id=I.PROBE_PER_ID,
                 seeds={"train": I.TRAIN_SEED, "gallery": I.GALLERY_SEED, "probe": I.PROBE_SEED, "order": I.ORDER_SEED},
                 key=self.key(name), tensorflow=tf.__version__, onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""))
-            with open(os.path.join(vdir, "golden", "ident_metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=1)
-            shutil.rmtree(path, ignore_errors=True)
-            with open(path + ".json", "w") as f:
-                json.dump(metrics, f, indent=1)
-            os.rename(vdir, path)
+            trained.store(vdir, path, metrics, "ident_metrics.json")
             self.log(f"{name} cached in {path}")
             return path
         finally:

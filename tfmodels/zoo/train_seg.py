@@ -299,11 +299,7 @@ class Trainer:
         self.weights = tf.constant(np.asarray(class_weights, np.float32))
         self.kvars = model.trainable_variables
         self.vars = [v.value for v in self.kvars]
-        warmup = min(recipe.warmup, max(recipe.steps // 10, 1))
-        sched = keras.optimizers.schedules.CosineDecay(0.0, max(recipe.steps - warmup, 1), alpha=0.02,
-                                                       warmup_target=recipe.lr, warmup_steps=warmup)
-        self.opt = keras.optimizers.Adam(sched, global_clipnorm=recipe.clipnorm)
-        self.opt.build(self.kvars)
+        self.opt = trained.adam(self.kvars, recipe.steps, recipe.lr, recipe.warmup, recipe.clipnorm)
         self.step = tf.function(self._step)
 
     def _step(self, x, y):
@@ -445,13 +441,7 @@ class Session:
                 onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""))
             if metrics["mean_iou"] != train_metrics["mean_iou"]:
                 self.log(f"note: SavedModel mean IoU {metrics['mean_iou']} vs Keras {train_metrics['mean_iou']}")
-            with open(os.path.join(vdir, "golden", "seg_metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=1)
-            path = self.cached()
-            shutil.rmtree(path, ignore_errors=True)
-            with open(path + ".json", "w") as f:
-                json.dump(metrics, f, indent=1)
-            os.rename(vdir, path)
+            path = trained.store(vdir, self.cached(), metrics, "seg_metrics.json")
             self.log(f"{NAME} ({kind} + {loss}) cached in {path}")
             return path
         finally:

@@ -358,11 +358,7 @@ def train(model: VideoModel, recipe: Recipe, data, labels, log=print) -> float:
     full = model.full
     kvars = full.trainable_variables
     tvars = [v.value for v in kvars]
-    warmup = min(recipe.warmup, max(recipe.steps // 10, 1))
-    sched = keras.optimizers.schedules.CosineDecay(0.0, max(recipe.steps - warmup, 1), alpha=0.02,
-                                                   warmup_target=recipe.lr, warmup_steps=warmup)
-    opt = keras.optimizers.Adam(sched, global_clipnorm=recipe.clipnorm)
-    opt.build(kvars)
+    opt = trained.adam(kvars, recipe.steps, recipe.lr, recipe.warmup, recipe.clipnorm)
 
     @tf.function
     def step(x, lengths, y):
@@ -553,13 +549,7 @@ class Session:
                 "data_seconds": data_seconds, "recipe": dataclasses.asdict(self.recipe), "key": self.key,
                 "tensorflow": tf.__version__, "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""),
             }
-            with open(os.path.join(vdir, "golden", "video_metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=1)
-            path = self.cached()
-            shutil.rmtree(path, ignore_errors=True)
-            with open(path + ".json", "w") as f:
-                json.dump(metrics, f, indent=1)
-            os.rename(vdir, path)
+            path = trained.store(vdir, self.cached(), metrics, "video_metrics.json")
             self.log(f"{NAME} cached in {path}")
             return path
         finally:

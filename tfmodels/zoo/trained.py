@@ -15,6 +15,7 @@ name and renames it into place, so the daemon never sees half a version.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 
@@ -51,3 +52,28 @@ def install(src: str, out: str, name: str, version: int) -> str:
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
     return final
+
+
+def store(vdir: str, path: str, metrics: dict, metrics_file: str) -> str:
+    """Writes metrics into vdir/golden/<metrics_file> and beside the cache entry (path + ".json"),
+    then renames the exported version directory vdir to the cache entry path (replacing it)."""
+    with open(os.path.join(vdir, "golden", metrics_file), "w") as f:
+        json.dump(metrics, f, indent=1)
+    shutil.rmtree(path, ignore_errors=True)
+    with open(path + ".json", "w") as f:
+        json.dump(metrics, f, indent=1)
+    os.rename(vdir, path)
+    return path
+
+
+def adam(variables, steps: int, lr: float, warmup: int, clipnorm: float):
+    """Adam built for variables: a linear warm-up from 0 over min(warmup, steps // 10) steps (at
+    least 1), then cosine decay to 2% of lr; gradients clipped to a global norm of clipnorm."""
+    import keras
+
+    warmup = min(warmup, max(steps // 10, 1))
+    sched = keras.optimizers.schedules.CosineDecay(0.0, max(steps - warmup, 1), alpha=0.02,
+                                                   warmup_target=lr, warmup_steps=warmup)
+    opt = keras.optimizers.Adam(sched, global_clipnorm=clipnorm)
+    opt.build(variables)
+    return opt
