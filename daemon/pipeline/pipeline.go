@@ -159,7 +159,10 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 		p.fail(j, model, err)
 		return
 	}
-	res, model, lease, started, err := p.infer(ctx, sdk.Frame{Pipeline: p.name, Seq: f.Seq, Width: f.Width, Height: f.Height, RGB: rgb})
+	res, model, lease, started, err := p.infer(ctx, sdk.Frame{
+		Pipeline: p.name, Seq: f.Seq, Sensor: f.Sensor, Source: f.Source, Time: f.Time,
+		Width: f.Width, Height: f.Height, RGB: rgb,
+	})
 	finished := time.Now()
 	if lease == nil && err != nil { // stopping before a version served it: the sensor keeps the input
 		j.Done(router.ErrStopping)

@@ -66,7 +66,7 @@ func (t *task) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error) {
 	for _, b := range f.RGB {
 		sum += int(b)
 	}
-	out, _ := json.Marshal(map[string]any{"pipeline": f.Pipeline, "sum": sum})
+	out, _ := json.Marshal(map[string]any{"pipeline": f.Pipeline, "sum": sum, "sensor": f.Sensor, "source": f.Source, "time": f.Time})
 	if f.Seq > 100 {
 		x := float64(f.Seq - 100)
 		out, _ = json.Marshal(map[string]any{"detections": []map[string]any{
@@ -197,6 +197,11 @@ func start(t *testing.T, timeout time.Duration) *env {
 
 // deliver hands n frames (seq 1..n) to the pipeline and returns how each
 // finished.
+// frameTime is the capture time of the test frame seq.
+func frameTime(seq uint64) time.Time {
+	return time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC).Add(time.Duration(seq) * 40 * time.Millisecond)
+}
+
 func (e *env) deliver(t *testing.T, seqs ...uint64) []chan error {
 	t.Helper()
 	var dones []chan error
@@ -205,7 +210,8 @@ func (e *env) deliver(t *testing.T, seqs ...uint64) []chan error {
 		if seq == 7 {
 			w = 0 // a frame the task refuses
 		}
-		f := &sensors.Frame{Sensor: "cam", Seq: seq, Source: fmt.Sprintf("frame %d", seq), Width: w, Height: 1, RGB: []byte{byte(seq), 1, 1, 1, 1, 1}[:w*3]}
+		f := &sensors.Frame{Sensor: "cam", Seq: seq, Source: fmt.Sprintf("frame %d", seq), Time: frameTime(seq),
+			Width: w, Height: 1, RGB: []byte{byte(seq), 1, 1, 1, 1, 1}[:w*3]}
 		done := make(chan error, 1)
 		f.OnDone(func(err error) { done <- err })
 		if err := e.sink.Deliver(context.Background(), f); err != nil {
@@ -227,7 +233,7 @@ func finished(t *testing.T, done chan error) error {
 	}
 }
 
-func TestEachFrameGetsOneResultNamingTheVersionAndItsOwnPixels(t *testing.T) {
+func TestEachFrameGetsOneResultNamingTheVersionAndItsOwnPixelsSensorSourceAndTime(t *testing.T) {
 	e := start(t, 5*time.Second)
 	dones := e.deliver(t, 1, 2, 3)
 	for _, d := range dones {
@@ -242,12 +248,18 @@ func TestEachFrameGetsOneResultNamingTheVersionAndItsOwnPixels(t *testing.T) {
 	}
 	for i, r := range e.bus.results {
 		var out struct {
-			Pipeline string
-			Sum      int
+			Pipeline       string
+			Sum            int
+			Sensor, Source string
+			Time           time.Time
 		}
 		json.Unmarshal(r.Output, &out)
 		if r.Seq != uint64(i+1) || r.Model.Version != "1" || r.Model.PID == 0 || out.Pipeline != "p" || out.Sum != i+1+5 {
 			t.Fatalf("result %d: %+v %s", i, r, r.Output)
+		}
+		// The task saw where and when the frame was taken.
+		if out.Sensor != "cam" || out.Source != fmt.Sprintf("frame %d", i+1) || !out.Time.Equal(frameTime(r.Seq)) {
+			t.Fatalf("result %d: the task saw %s", i, r.Output)
 		}
 	}
 }

@@ -233,7 +233,10 @@ func (p *Plugin) Validate(ctx context.Context) (v Validation, err error) {
 // message, with CopyPixels) and only their place travels over gRPC.
 func (p *Plugin) Infer(ctx context.Context, f Frame) (res Result, err error) {
 	err = p.calls.do(ctx, "infer", func() error {
-		req := &taskpb.InferRequest{Pipeline: f.Pipeline, Seq: f.Seq, Width: int32(f.Width), Height: int32(f.Height)}
+		req := &taskpb.InferRequest{
+			Pipeline: f.Pipeline, Seq: f.Seq, Width: int32(f.Width), Height: int32(f.Height),
+			Sensor: f.Sensor, Source: f.Source, TimeUnixNano: unixNano(f.Time),
+		}
 		if p.copy {
 			req.Pixels = &taskpb.InferRequest_Rgb{Rgb: f.RGB}
 		} else {
@@ -345,3 +348,12 @@ type remoteError struct {
 
 func (e *remoteError) Error() string { return e.msg }
 func (e *remoteError) Unwrap() error { return e.kind }
+
+// unixNano is t in nanoseconds since 1970 for the protocol; 0 for the zero
+// time (unknown).
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}

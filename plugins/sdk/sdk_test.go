@@ -72,6 +72,9 @@ type echo struct {
 	Pipeline string
 	Options  json.RawMessage
 	Seq      uint64
+	Sensor   string
+	Source   string
+	Time     time.Time
 	SHA256   string
 	Inflight int32
 }
@@ -98,7 +101,7 @@ func (e *echoTask) Infer(ctx context.Context, f Frame) (Result, error) {
 	}
 	sum := sha256.Sum256(f.RGB)
 	out, _ := json.Marshal(echo{Model: e.model, Pipeline: f.Pipeline, Options: opts, Seq: f.Seq,
-		SHA256: hex.EncodeToString(sum[:]), Inflight: inflight})
+		Sensor: f.Sensor, Source: f.Source, Time: f.Time, SHA256: hex.EncodeToString(sum[:]), Inflight: inflight})
 	return Result{Output: out, Timings: Timings{Inference: 1234}, Images: map[string][]byte{"corner": slices.Clone(f.RGB[:3])}}, nil
 }
 
@@ -154,7 +157,12 @@ func frame(seq uint64, w, h int) Frame {
 	for i := range rgb {
 		rgb[i] = byte(i*7 + int(seq))
 	}
-	return Frame{Pipeline: "cam", Seq: seq, Width: w, Height: h, RGB: rgb}
+	f := Frame{Pipeline: "cam", Seq: seq, Width: w, Height: h, RGB: rgb}
+	if seq%2 == 0 { // odd frames: no sensor, source or time (zero values travel as such)
+		f.Sensor, f.Source = "porch", fmt.Sprintf("porch#%d", seq)
+		f.Time = time.Date(2026, 12, 6, 4, 0, int(seq), 123456789, time.UTC)
+	}
+	return f
 }
 
 // inferEcho runs f and decodes the echo; the task's image (the first
@@ -201,7 +209,7 @@ func exitedSoon(t *testing.T, blocked <-chan error, after string) {
 	}
 }
 
-func TestPixelsReachThePluginIntactThroughSharedMemoryAndInline(t *testing.T) {
+func TestPixelsAndWhereAndWhenReachThePluginIntactThroughSharedMemoryAndInline(t *testing.T) {
 	for _, copyPixels := range []bool{false, true} {
 		t.Run(fmt.Sprintf("copy=%v", copyPixels), func(t *testing.T) {
 			p := startEcho(t, copyPixels)
@@ -212,6 +220,10 @@ func TestPixelsReachThePluginIntactThroughSharedMemoryAndInline(t *testing.T) {
 				want := sha256.Sum256(f.RGB)
 				if out.SHA256 != hex.EncodeToString(want[:]) || out.Seq != f.Seq || out.Model != "m" {
 					t.Fatalf("frame %d (%dx%d): plugin saw %+v", i, size[0], size[1], out)
+				}
+				if out.Sensor != f.Sensor || out.Source != f.Source || !out.Time.Equal(f.Time) {
+					t.Fatalf("frame %d: the plugin saw sensor %q source %q time %v, sent %q %q %v",
+						i, out.Sensor, out.Source, out.Time, f.Sensor, f.Source, f.Time)
 				}
 				if timings.Inference != 1234 {
 					t.Fatalf("timings did not travel: %+v", timings)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -120,7 +121,13 @@ func (s *server) Infer(stream grpc.BidiStreamingServer[taskpb.InferRequest, task
 func (s *server) infer(ctx context.Context, req *taskpb.InferRequest) *taskpb.InferResponse {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := Frame{Pipeline: req.Pipeline, Seq: req.Seq, Width: int(req.Width), Height: int(req.Height)}
+	f := Frame{
+		Pipeline: req.Pipeline, Seq: req.Seq, Width: int(req.Width), Height: int(req.Height),
+		Sensor: req.Sensor, Source: req.Source,
+	}
+	if req.TimeUnixNano != 0 {
+		f.Time = time.Unix(0, req.TimeUnixNano)
+	}
 	switch px := req.Pixels.(type) {
 	case *taskpb.InferRequest_Shared:
 		rgb, err := s.shm.view(px.Shared.Path, px.Shared.Size, px.Shared.Length)

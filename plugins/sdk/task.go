@@ -79,9 +79,16 @@ type ModelInfo struct {
 type Frame struct {
 	Pipeline string // whose options apply (a name given to Configure)
 	Seq      uint64
-	Width    int
-	Height   int
-	RGB      []byte
+	// Sensor, Source and Time say where and when the frame was taken, for
+	// tasks that keep state per stream (video clips): the sensor's name,
+	// what the frame came from (a file path, a topic, "<sensor>#<n>" for
+	// a video's frames) and the capture time (zero when unknown).
+	Sensor string
+	Source string
+	Time   time.Time
+	Width  int
+	Height int
+	RGB    []byte
 }
 
 // Result is what a task made of one frame: its own JSON fields (documented

@@ -433,7 +433,10 @@ type InferRequest struct {
 	//	*InferRequest_Shared
 	//	*InferRequest_Rgb
 	Pixels        isInferRequest_Pixels `protobuf_oneof:"pixels"`
-	Pipeline      string                `protobuf:"bytes,6,opt,name=pipeline,proto3" json:"pipeline,omitempty"` // whose options to use (set by Configure)
+	Pipeline      string                `protobuf:"bytes,6,opt,name=pipeline,proto3" json:"pipeline,omitempty"`                                // whose options to use (set by Configure)
+	Sensor        string                `protobuf:"bytes,7,opt,name=sensor,proto3" json:"sensor,omitempty"`                                    // the sensor the frame came from (a stream, for tasks that keep state per stream)
+	Source        string                `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`                                    // what the frame came from: a file, a topic, "<sensor>#<n>" for video frames
+	TimeUnixNano  int64                 `protobuf:"varint,9,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"` // capture time; 0: unknown
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -519,6 +522,27 @@ func (x *InferRequest) GetPipeline() string {
 		return x.Pipeline
 	}
 	return ""
+}
+
+func (x *InferRequest) GetSensor() string {
+	if x != nil {
+		return x.Sensor
+	}
+	return ""
+}
+
+func (x *InferRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *InferRequest) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
 }
 
 type isInferRequest_Pixels interface {
@@ -664,14 +688,17 @@ const file_task_proto_rawDesc = "" +
 	"\fSharedPixels\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06length\x18\x03 \x01(\x04R\x06length\"\xc3\x01\n" +
+	"\x06length\x18\x03 \x01(\x04R\x06length\"\x99\x02\n" +
 	"\fInferRequest\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05width\x18\x02 \x01(\x05R\x05width\x12\x16\n" +
 	"\x06height\x18\x03 \x01(\x05R\x06height\x129\n" +
 	"\x06shared\x18\x04 \x01(\v2\x1f.edgeinfer.task.v1.SharedPixelsH\x00R\x06shared\x12\x12\n" +
 	"\x03rgb\x18\x05 \x01(\fH\x00R\x03rgb\x12\x1a\n" +
-	"\bpipeline\x18\x06 \x01(\tR\bpipelineB\b\n" +
+	"\bpipeline\x18\x06 \x01(\tR\bpipeline\x12\x16\n" +
+	"\x06sensor\x18\a \x01(\tR\x06sensor\x12\x16\n" +
+	"\x06source\x18\b \x01(\tR\x06source\x12$\n" +
+	"\x0etime_unix_nano\x18\t \x01(\x03R\ftimeUnixNanoB\b\n" +
 	"\x06pixels\"\xd3\x02\n" +
 	"\rInferResponse\x12\x1f\n" +
 	"\voutput_json\x18\x01 \x01(\fR\n" +
