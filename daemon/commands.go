@@ -53,6 +53,8 @@ func (d *Daemon) command(body []byte) payload.Reply {
 	switch {
 	case !enabled:
 		err = fmt.Errorf("commands are disabled ([commands] enabled = false in %s)", d.cfg.File())
+	case c.Pipeline != "":
+		msg, err = d.pipelineCommand(c.Pipeline, body)
 	case c.Command == payload.CommandReload:
 		if err = d.reloadConfig("command"); err == nil {
 			msg = "config reloaded"
@@ -60,7 +62,7 @@ func (d *Daemon) command(body []byte) payload.Reply {
 	case c.Command == payload.CommandPin, c.Command == payload.CommandUnpin, c.Command == payload.CommandRollback:
 		msg, err = d.versionCommand(c)
 	default:
-		err = fmt.Errorf("unknown command %q: one of reload, pin, unpin, rollback", c.Command)
+		err = fmt.Errorf("unknown command %q: one of reload, pin, unpin, rollback, or a task's command with a pipeline", c.Command)
 	}
 	if err != nil {
 		d.log.Warn("command refused", "id", c.ID, "command", c.Command, "err", err)
@@ -70,6 +72,17 @@ func (d *Daemon) command(body []byte) payload.Reply {
 	d.log.Info("command", "id", c.ID, "command", c.Command, "result", msg)
 	r.OK, r.Message = true, msg
 	return r
+}
+
+// pipelineCommand hands a command naming a pipeline to the task serving it.
+func (d *Daemon) pipelineCommand(name string, body []byte) (string, error) {
+	d.mu.Lock()
+	run, ok := d.pipelines[name]
+	d.mu.Unlock()
+	if !ok {
+		return "", fmt.Errorf("no pipeline %q in %s", name, d.cfg.File())
+	}
+	return run.p.Command(context.Background(), body)
 }
 
 func (d *Daemon) versionCommand(c payload.Command) (string, error) {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/edgeinfer/edgeinfer/daemon/config"
 	"github.com/edgeinfer/edgeinfer/daemon/payload"
+	"github.com/edgeinfer/edgeinfer/daemon/pipeline"
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
+	"github.com/edgeinfer/edgeinfer/daemon/router"
 	"github.com/edgeinfer/edgeinfer/daemon/serving"
 	"github.com/edgeinfer/edgeinfer/daemon/telemetry"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
@@ -36,8 +39,9 @@ type nopBus struct{}
 func (nopBus) Publish(string, bool, []byte) {}
 
 // commandDaemon is a daemon with its config and a lifecycle of fake
-// processes serving model m (versions 1, 2 and 3), and nothing else.
-func commandDaemon(t *testing.T, enabled bool) (*Daemon, *serving.Model) {
+// processes running task and serving model m (versions 1, 2 and 3) for
+// pipeline p, and nothing else.
+func commandDaemon(t *testing.T, enabled bool, task sdk.Task) (*Daemon, *serving.Model) {
 	t.Helper()
 	dir := t.TempDir()
 	plugins, models := filepath.Join(dir, "bin"), filepath.Join(dir, "models")
@@ -66,7 +70,7 @@ model = "m"
 	d := New(cfg, log)
 	d.tel = &telemetry.Publisher{Bus: nopBus{}, Prefix: "t", Logger: log}
 	d.mgr = serving.New(serving.Config{PluginDir: plugins, CacheDir: t.TempDir(), Logger: log,
-		Start:   func(string) (sdk.Process, error) { return sdk.NewFake(nopTask{}), nil },
+		Start:   func(string) (sdk.Process, error) { return sdk.NewFake(task), nil },
 		Publish: func(payload.ModelState) {}, Event: func(payload.Event) {}})
 	t.Cleanup(d.mgr.Close)
 	md := d.mgr.Model("m")
@@ -77,6 +81,7 @@ model = "m"
 			Manifest: manifest.Manifest{Task: "classify"}})
 	}
 	md.SetVersions(vs)
+	d.pipelines["p"] = &pipeRun{p: pipeline.New("p", pipeline.Settings{Timeout: 10 * time.Second}, router.NewQueue(1), md, pipeline.Env{})}
 	return d, md
 }
 
@@ -93,7 +98,7 @@ func servingVersion(t *testing.T, md *serving.Model, version string) {
 }
 
 func TestCommandsPinRollBackAndUnpinAVersion(t *testing.T) {
-	d, md := commandDaemon(t, true)
+	d, md := commandDaemon(t, true, nopTask{})
 	servingVersion(t, md, "3")
 	for _, step := range []struct {
 		body, serves, says string
@@ -112,7 +117,7 @@ func TestCommandsPinRollBackAndUnpinAVersion(t *testing.T) {
 }
 
 func TestCommandsThatCannotBeDoneAreRefusedSayingWhy(t *testing.T) {
-	d, md := commandDaemon(t, true)
+	d, md := commandDaemon(t, true, nopTask{})
 	servingVersion(t, md, "3")
 	for _, tc := range []struct{ body, err string }{
 		{`not json`, "the command is not JSON"},
@@ -132,7 +137,7 @@ func TestCommandsThatCannotBeDoneAreRefusedSayingWhy(t *testing.T) {
 }
 
 func TestCommandsAreRefusedUnlessEnabled(t *testing.T) {
-	d, md := commandDaemon(t, false)
+	d, md := commandDaemon(t, false, nopTask{})
 	servingVersion(t, md, "3")
 	r := d.command([]byte(`{"id":"x","command":"pin","model":"m","version":"1"}`))
 	if r.OK || !strings.Contains(r.Error, "commands are disabled") || r.ID != "x" {
@@ -140,5 +145,46 @@ func TestCommandsAreRefusedUnlessEnabled(t *testing.T) {
 	}
 	if md.State().Policy.Pinned != "" {
 		t.Fatal("a disabled command pinned the model")
+	}
+}
+
+// sayTask takes commands: {"say": text} comes back as "<pipeline> heard <text>".
+type sayTask struct{ nopTask }
+
+func (sayTask) Command(_ context.Context, pipeline string, c json.RawMessage) (string, error) {
+	var cmd struct {
+		Say string `json:"say"`
+	}
+	if err := json.Unmarshal(c, &cmd); err != nil || cmd.Say == "" {
+		return "", errors.New("say: nothing to say")
+	}
+	return pipeline + " heard " + cmd.Say, nil
+}
+
+// A command naming a pipeline goes, whole, to the task serving it; what
+// the task says or refuses is the reply.
+func TestACommandNamingAPipelineGoesToItsTask(t *testing.T) {
+	d, md := commandDaemon(t, true, sayTask{})
+	servingVersion(t, md, "3")
+	r := d.command([]byte(`{"id":"e","command":"enrol","pipeline":"p","say":"alice"}`))
+	if !r.OK || r.Message != "p heard alice" || r.ID != "e" || r.Command != "enrol" {
+		t.Fatalf("reply %+v", r)
+	}
+	for _, tc := range []struct{ body, err string }{
+		{`{"id":"x","command":"enrol","pipeline":"p"}`, "say: nothing to say"},
+		{`{"id":"x","command":"enrol","pipeline":"nope","say":"a"}`, `no pipeline "nope"`},
+	} {
+		if r := d.command([]byte(tc.body)); r.OK || !strings.Contains(r.Error, tc.err) {
+			t.Errorf("%s: reply %+v, want an error with %q", tc.body, r, tc.err)
+		}
+	}
+}
+
+func TestACommandForATaskThatTakesNoneIsRefusedSayingSo(t *testing.T) {
+	d, md := commandDaemon(t, true, nopTask{})
+	servingVersion(t, md, "3")
+	r := d.command([]byte(`{"id":"x","command":"enrol","pipeline":"p"}`))
+	if r.OK || !strings.Contains(r.Error, "pipeline p: its task (classify) takes no commands") {
+		t.Fatalf("reply %+v", r)
 	}
 }

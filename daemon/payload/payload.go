@@ -267,6 +267,9 @@ type Command struct {
 	Command string `json:"command"`
 	Model   string `json:"model,omitempty"`
 	Version string `json:"version,omitempty"`
+	// Pipeline, when set, sends the whole command to the task serving that
+	// pipeline (e.g. the embed plugin's enrol, name_cluster, forget).
+	Pipeline string `json:"pipeline,omitempty"`
 }
 
 // Commands.

@@ -389,6 +389,25 @@ func (p *Pipeline) infer(ctx context.Context, f sdk.Frame) (res sdk.Result, mode
 	}
 }
 
+// Command hands a command to the task serving the pipeline (sdk.Commander:
+// enrol an identity, name a cluster) and returns what it did. It waits at
+// most the pipeline's timeout for the model to serve, and for the answer.
+func (p *Pipeline) Command(ctx context.Context, command json.RawMessage) (string, error) {
+	set, _, _ := p.current()
+	ctx, cancel := context.WithTimeout(ctx, set.Timeout)
+	defer cancel()
+	_, _, lease, err := p.acquire(ctx)
+	if err != nil {
+		return "", fmt.Errorf("pipeline %s: its model does not serve: %w", p.name, err)
+	}
+	msg, err := lease.Process().Command(ctx, p.name, command)
+	lease.Release(err)
+	if errors.Is(err, sdk.ErrNoCommands) {
+		return "", fmt.Errorf("pipeline %s: its task (%s) takes no commands", p.name, lease.Version().Manifest.Task)
+	}
+	return msg, err
+}
+
 // acquire waits until the pipeline's model serves it. If a reload moves the
 // pipeline to another model meanwhile, it waits for that one instead.
 func (p *Pipeline) acquire(ctx context.Context) (Settings, *serving.Model, *serving.Lease, error) {

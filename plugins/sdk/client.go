@@ -229,6 +229,24 @@ func (p *Plugin) Validate(ctx context.Context) (v Validation, err error) {
 	return v, nil
 }
 
+// Command implements Process: the command goes to the task in one call;
+// a plugin whose task takes no commands answers Unimplemented, which
+// becomes ErrNoCommands.
+func (p *Plugin) Command(ctx context.Context, pipeline string, command json.RawMessage) (msg string, err error) {
+	err = p.calls.do(ctx, "command", func() error {
+		res, err := p.rpc.Command(ctx, &taskpb.CommandRequest{Pipeline: pipeline, CommandJson: command})
+		if status.Code(err) == codes.Unimplemented {
+			return ErrNoCommands
+		}
+		if err != nil {
+			return p.wrap(err)
+		}
+		msg = res.Message
+		return nil
+	})
+	return msg, err
+}
+
 // Infer implements Task: the pixels go into the shared buffer (or the
 // message, with CopyPixels) and only their place travels over gRPC.
 func (p *Plugin) Infer(ctx context.Context, f Frame) (res Result, err error) {

@@ -7,6 +7,10 @@ import "errors"
 // Infer is a model failure.
 var ErrBadFrame = errors.New("bad frame")
 
+// ErrNoCommands is returned by Process.Command when the task takes no
+// commands (it does not implement Commander).
+var ErrNoCommands = errors.New("the task takes no commands")
+
 // ErrPluginExited is wrapped by the client's errors when the plugin process
 // is gone (crashed, killed); the daemon restarts it and retries the frame.
 var ErrPluginExited = errors.New("plugin process exited")

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 )
@@ -32,6 +33,9 @@ type Process interface {
 	// SetNice sets the scheduling niceness of every thread of the process.
 	// Lowering it needs privilege: the error is returned (the daemon logs it).
 	SetNice(n int) error
+	// Command hands a pipeline's command to the task (Commander); a task
+	// that takes none gives an error wrapping ErrNoCommands.
+	Command(ctx context.Context, pipeline string, command json.RawMessage) (string, error)
 }
 
 var (

@@ -17,6 +17,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/edgeinfer/edgeinfer/plugins/sdk/taskpb"
 )
 
 // The test binary doubles as a plugin: started with EDGEINFER_SDK_TEST=1 it
@@ -103,6 +108,20 @@ func (e *echoTask) Infer(ctx context.Context, f Frame) (Result, error) {
 	out, _ := json.Marshal(echo{Model: e.model, Pipeline: f.Pipeline, Options: opts, Seq: f.Seq,
 		Sensor: f.Sensor, Source: f.Source, Time: f.Time, SHA256: hex.EncodeToString(sum[:]), Inflight: inflight})
 	return Result{Output: out, Timings: Timings{Inference: 1234}, Images: map[string][]byte{"corner": slices.Clone(f.RGB[:3])}}, nil
+}
+
+// Command takes {"say": text} for a configured pipeline and says it back.
+func (e *echoTask) Command(_ context.Context, pipeline string, command json.RawMessage) (string, error) {
+	if _, ok := e.pipelines[pipeline]; !ok {
+		return "", fmt.Errorf("pipeline %q is not configured", pipeline)
+	}
+	var c struct {
+		Say string `json:"say"`
+	}
+	if err := json.Unmarshal(command, &c); err != nil || c.Say == "" {
+		return "", fmt.Errorf("say what? (%s)", command)
+	}
+	return pipeline + " says " + c.Say, nil
 }
 
 // ready loads model m into p and configures pipeline cam, as the daemon would.
@@ -560,5 +579,42 @@ func TestPluginsGetEigenKernelsUnlessTheEnvironmentChooses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A command reaches the task of a pipeline and its answer comes back; the
+// task's refusal comes back as its message.
+func TestCommandsReachTheTaskAndItsAnswerComesBack(t *testing.T) {
+	eachProcess(t, func(t *testing.T, p Process) {
+		ctx := context.Background()
+		msg, err := p.Command(ctx, "cam", json.RawMessage(`{"say":"hello"}`))
+		if err != nil || msg != "cam says hello" {
+			t.Fatalf("got %q, %v; want \"cam says hello\"", msg, err)
+		}
+		_, err = p.Command(ctx, "door", json.RawMessage(`{"say":"hello"}`))
+		if err == nil || !strings.Contains(err.Error(), `pipeline "door" is not configured`) || errors.Is(err, ErrNoCommands) {
+			t.Fatalf("a command for another pipeline: got %v", err)
+		}
+		// The process still serves frames after a refused command.
+		if _, err := p.Infer(ctx, frame(2, 4, 4)); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// plain is a task without commands.
+type plain struct{ Task }
+
+// A task that takes no commands answers ErrNoCommands, in a Fake and from
+// the gRPC server (Unimplemented, which the client turns into it).
+func TestATaskWithoutCommandsSaysSo(t *testing.T) {
+	f := NewFake(plain{&echoTask{}})
+	defer f.Kill()
+	if _, err := f.Command(context.Background(), "cam", json.RawMessage(`{}`)); !errors.Is(err, ErrNoCommands) {
+		t.Errorf("fake: got %v, want ErrNoCommands", err)
+	}
+	_, err := (&server{impl: plain{&echoTask{}}}).Command(context.Background(), &taskpb.CommandRequest{Pipeline: "cam"})
+	if status.Code(err) != codes.Unimplemented {
+		t.Errorf("server: got %v, want Unimplemented", err)
 	}
 }

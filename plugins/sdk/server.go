@@ -95,6 +95,21 @@ func (s *server) Validate(ctx context.Context, _ *taskpb.ValidateRequest) (*task
 	return &taskpb.ValidateResponse{Samples: int32(v.Samples), MaxAbsDiff: v.MaxAbsDiff, Tolerance: v.Tolerance}, nil
 }
 
+// Command hands a command to a task that takes them (Commander).
+func (s *server) Command(ctx context.Context, req *taskpb.CommandRequest) (*taskpb.CommandResponse, error) {
+	c, ok := s.impl.(Commander)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, ErrNoCommands.Error())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	msg, err := c.Command(ctx, req.Pipeline, req.CommandJson)
+	if err != nil {
+		return nil, refused(err)
+	}
+	return &taskpb.CommandResponse{Message: msg}, nil
+}
+
 // refused is the task's own error as the client tells it from a transport
 // error: FailedPrecondition with the task's message.
 func refused(err error) error {

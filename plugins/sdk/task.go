@@ -46,6 +46,15 @@ type Task interface {
 	Infer(ctx context.Context, f Frame) (Result, error)
 }
 
+// Commander is what a task that takes commands implements besides Task:
+// commands published on the daemon's command topic that name one of its
+// pipelines (enrol an identity, name a cluster), as JSON. It returns what
+// was done, for the reply; its error is the command's refusal. Calls come
+// one at a time with the Task's.
+type Commander interface {
+	Command(ctx context.Context, pipeline string, command json.RawMessage) (string, error)
+}
+
 // LoadRequest names the model version to load.
 type LoadRequest struct {
 	Model    string // model name (the folder under the repository)

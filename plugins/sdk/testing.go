@@ -112,6 +112,19 @@ func (f *Fake) Validate(ctx context.Context) (Validation, error) {
 	return fakeCall(f, ctx, "validate", false, f.task.Validate)
 }
 
+// Command implements Process for a task that implements Commander; the
+// task sees a copy of the command.
+func (f *Fake) Command(ctx context.Context, pipeline string, command json.RawMessage) (string, error) {
+	c, ok := f.task.(Commander)
+	if !ok {
+		return "", ErrNoCommands
+	}
+	command = bytes.Clone(command)
+	return fakeCall(f, ctx, "command", false, func(ctx context.Context) (string, error) {
+		return c.Command(ctx, pipeline, command)
+	})
+}
+
 // Infer implements Task: the task sees a copy of the pixels.
 func (f *Fake) Infer(ctx context.Context, fr Frame) (Result, error) {
 	fr.RGB = bytes.Clone(fr.RGB)

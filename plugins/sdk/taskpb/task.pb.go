@@ -653,6 +653,102 @@ func (x *InferResponse) GetImages() map[string][]byte {
 	return nil
 }
 
+type CommandRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipeline      string                 `protobuf:"bytes,1,opt,name=pipeline,proto3" json:"pipeline,omitempty"`                          // whose options and state the command is for
+	CommandJson   []byte                 `protobuf:"bytes,2,opt,name=command_json,json=commandJson,proto3" json:"command_json,omitempty"` // the command as published, JSON
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandRequest) Reset() {
+	*x = CommandRequest{}
+	mi := &file_task_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandRequest) ProtoMessage() {}
+
+func (x *CommandRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_task_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandRequest.ProtoReflect.Descriptor instead.
+func (*CommandRequest) Descriptor() ([]byte, []int) {
+	return file_task_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CommandRequest) GetPipeline() string {
+	if x != nil {
+		return x.Pipeline
+	}
+	return ""
+}
+
+func (x *CommandRequest) GetCommandJson() []byte {
+	if x != nil {
+		return x.CommandJson
+	}
+	return nil
+}
+
+type CommandResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"` // what was done, for the reply
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandResponse) Reset() {
+	*x = CommandResponse{}
+	mi := &file_task_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandResponse) ProtoMessage() {}
+
+func (x *CommandResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_task_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandResponse.ProtoReflect.Descriptor instead.
+func (*CommandResponse) Descriptor() ([]byte, []int) {
+	return file_task_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CommandResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_task_proto protoreflect.FileDescriptor
 
 const file_task_proto_rawDesc = "" +
@@ -711,12 +807,18 @@ const file_task_proto_rawDesc = "" +
 	"\x06images\x18\a \x03(\v2,.edgeinfer.task.v1.InferResponse.ImagesEntryR\x06images\x1a9\n" +
 	"\vImagesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x012\xcc\x02\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"O\n" +
+	"\x0eCommandRequest\x12\x1a\n" +
+	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12!\n" +
+	"\fcommand_json\x18\x02 \x01(\fR\vcommandJson\"+\n" +
+	"\x0fCommandResponse\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage2\x9e\x03\n" +
 	"\x04Task\x12G\n" +
 	"\x04Load\x12\x1e.edgeinfer.task.v1.LoadRequest\x1a\x1f.edgeinfer.task.v1.LoadResponse\x12V\n" +
 	"\tConfigure\x12#.edgeinfer.task.v1.ConfigureRequest\x1a$.edgeinfer.task.v1.ConfigureResponse\x12S\n" +
 	"\bValidate\x12\".edgeinfer.task.v1.ValidateRequest\x1a#.edgeinfer.task.v1.ValidateResponse\x12N\n" +
-	"\x05Infer\x12\x1f.edgeinfer.task.v1.InferRequest\x1a .edgeinfer.task.v1.InferResponse(\x010\x01B3Z1github.com/edgeinfer/edgeinfer/plugins/sdk/taskpbb\x06proto3"
+	"\x05Infer\x12\x1f.edgeinfer.task.v1.InferRequest\x1a .edgeinfer.task.v1.InferResponse(\x010\x01\x12P\n" +
+	"\aCommand\x12!.edgeinfer.task.v1.CommandRequest\x1a\".edgeinfer.task.v1.CommandResponseB3Z1github.com/edgeinfer/edgeinfer/plugins/sdk/taskpbb\x06proto3"
 
 var (
 	file_task_proto_rawDescOnce sync.Once
@@ -730,7 +832,7 @@ func file_task_proto_rawDescGZIP() []byte {
 	return file_task_proto_rawDescData
 }
 
-var file_task_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_task_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_task_proto_goTypes = []any{
 	(*LoadRequest)(nil),       // 0: edgeinfer.task.v1.LoadRequest
 	(*LoadResponse)(nil),      // 1: edgeinfer.task.v1.LoadResponse
@@ -741,23 +843,27 @@ var file_task_proto_goTypes = []any{
 	(*SharedPixels)(nil),      // 6: edgeinfer.task.v1.SharedPixels
 	(*InferRequest)(nil),      // 7: edgeinfer.task.v1.InferRequest
 	(*InferResponse)(nil),     // 8: edgeinfer.task.v1.InferResponse
-	nil,                       // 9: edgeinfer.task.v1.ConfigureRequest.PipelinesEntry
-	nil,                       // 10: edgeinfer.task.v1.InferResponse.ImagesEntry
+	(*CommandRequest)(nil),    // 9: edgeinfer.task.v1.CommandRequest
+	(*CommandResponse)(nil),   // 10: edgeinfer.task.v1.CommandResponse
+	nil,                       // 11: edgeinfer.task.v1.ConfigureRequest.PipelinesEntry
+	nil,                       // 12: edgeinfer.task.v1.InferResponse.ImagesEntry
 }
 var file_task_proto_depIdxs = []int32{
-	9,  // 0: edgeinfer.task.v1.ConfigureRequest.pipelines:type_name -> edgeinfer.task.v1.ConfigureRequest.PipelinesEntry
+	11, // 0: edgeinfer.task.v1.ConfigureRequest.pipelines:type_name -> edgeinfer.task.v1.ConfigureRequest.PipelinesEntry
 	6,  // 1: edgeinfer.task.v1.InferRequest.shared:type_name -> edgeinfer.task.v1.SharedPixels
-	10, // 2: edgeinfer.task.v1.InferResponse.images:type_name -> edgeinfer.task.v1.InferResponse.ImagesEntry
+	12, // 2: edgeinfer.task.v1.InferResponse.images:type_name -> edgeinfer.task.v1.InferResponse.ImagesEntry
 	0,  // 3: edgeinfer.task.v1.Task.Load:input_type -> edgeinfer.task.v1.LoadRequest
 	2,  // 4: edgeinfer.task.v1.Task.Configure:input_type -> edgeinfer.task.v1.ConfigureRequest
 	4,  // 5: edgeinfer.task.v1.Task.Validate:input_type -> edgeinfer.task.v1.ValidateRequest
 	7,  // 6: edgeinfer.task.v1.Task.Infer:input_type -> edgeinfer.task.v1.InferRequest
-	1,  // 7: edgeinfer.task.v1.Task.Load:output_type -> edgeinfer.task.v1.LoadResponse
-	3,  // 8: edgeinfer.task.v1.Task.Configure:output_type -> edgeinfer.task.v1.ConfigureResponse
-	5,  // 9: edgeinfer.task.v1.Task.Validate:output_type -> edgeinfer.task.v1.ValidateResponse
-	8,  // 10: edgeinfer.task.v1.Task.Infer:output_type -> edgeinfer.task.v1.InferResponse
-	7,  // [7:11] is the sub-list for method output_type
-	3,  // [3:7] is the sub-list for method input_type
+	9,  // 7: edgeinfer.task.v1.Task.Command:input_type -> edgeinfer.task.v1.CommandRequest
+	1,  // 8: edgeinfer.task.v1.Task.Load:output_type -> edgeinfer.task.v1.LoadResponse
+	3,  // 9: edgeinfer.task.v1.Task.Configure:output_type -> edgeinfer.task.v1.ConfigureResponse
+	5,  // 10: edgeinfer.task.v1.Task.Validate:output_type -> edgeinfer.task.v1.ValidateResponse
+	8,  // 11: edgeinfer.task.v1.Task.Infer:output_type -> edgeinfer.task.v1.InferResponse
+	10, // 12: edgeinfer.task.v1.Task.Command:output_type -> edgeinfer.task.v1.CommandResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
@@ -778,7 +884,7 @@ func file_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_task_proto_rawDesc), len(file_task_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

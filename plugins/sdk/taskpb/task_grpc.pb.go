@@ -26,6 +26,7 @@ const (
 	Task_Configure_FullMethodName = "/edgeinfer.task.v1.Task/Configure"
 	Task_Validate_FullMethodName  = "/edgeinfer.task.v1.Task/Validate"
 	Task_Infer_FullMethodName     = "/edgeinfer.task.v1.Task/Infer"
+	Task_Command_FullMethodName   = "/edgeinfer.task.v1.Task/Command"
 )
 
 // TaskClient is the client API for Task service.
@@ -48,6 +49,11 @@ type TaskClient interface {
 	// error in it, so that the stream survives a failed frame). A stream
 	// costs a fraction of a unary call per frame (make bench-plugin).
 	Infer(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[InferRequest, InferResponse], error)
+	// Command hands a pipeline's command (from the daemon's command topic) to
+	// a task that takes commands (enrol an identity, name a cluster). A task
+	// that takes none answers UNIMPLEMENTED; its own refusal comes back as
+	// FAILED_PRECONDITION with its message.
+	Command(ctx context.Context, in *CommandRequest, opts ...grpc.CallOption) (*CommandResponse, error)
 }
 
 type taskClient struct {
@@ -101,6 +107,16 @@ func (c *taskClient) Infer(ctx context.Context, opts ...grpc.CallOption) (grpc.B
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Task_InferClient = grpc.BidiStreamingClient[InferRequest, InferResponse]
 
+func (c *taskClient) Command(ctx context.Context, in *CommandRequest, opts ...grpc.CallOption) (*CommandResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CommandResponse)
+	err := c.cc.Invoke(ctx, Task_Command_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TaskServer is the server API for Task service.
 // All implementations must embed UnimplementedTaskServer
 // for forward compatibility.
@@ -121,6 +137,11 @@ type TaskServer interface {
 	// error in it, so that the stream survives a failed frame). A stream
 	// costs a fraction of a unary call per frame (make bench-plugin).
 	Infer(grpc.BidiStreamingServer[InferRequest, InferResponse]) error
+	// Command hands a pipeline's command (from the daemon's command topic) to
+	// a task that takes commands (enrol an identity, name a cluster). A task
+	// that takes none answers UNIMPLEMENTED; its own refusal comes back as
+	// FAILED_PRECONDITION with its message.
+	Command(context.Context, *CommandRequest) (*CommandResponse, error)
 	mustEmbedUnimplementedTaskServer()
 }
 
@@ -142,6 +163,9 @@ func (UnimplementedTaskServer) Validate(context.Context, *ValidateRequest) (*Val
 }
 func (UnimplementedTaskServer) Infer(grpc.BidiStreamingServer[InferRequest, InferResponse]) error {
 	return status.Error(codes.Unimplemented, "method Infer not implemented")
+}
+func (UnimplementedTaskServer) Command(context.Context, *CommandRequest) (*CommandResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Command not implemented")
 }
 func (UnimplementedTaskServer) mustEmbedUnimplementedTaskServer() {}
 func (UnimplementedTaskServer) testEmbeddedByValue()              {}
@@ -225,6 +249,24 @@ func _Task_Infer_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Task_InferServer = grpc.BidiStreamingServer[InferRequest, InferResponse]
 
+func _Task_Command_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CommandRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServer).Command(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Task_Command_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServer).Command(ctx, req.(*CommandRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Task_ServiceDesc is the grpc.ServiceDesc for Task service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -243,6 +285,10 @@ var Task_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Validate",
 			Handler:    _Task_Validate_Handler,
+		},
+		{
+			MethodName: "Command",
+			Handler:    _Task_Command_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
