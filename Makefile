@@ -56,6 +56,8 @@ build: deps
 	go build -o $(BIN)/edgeinfer-classify ./plugins/classify
 	go build -o $(BIN)/edgeinfer-detect ./plugins/detect
 	go build -o $(BIN)/edgeinfer-segment ./plugins/segment
+	go build -o $(BIN)/edgeinfer-embed ./plugins/embed
+	go build -o $(BIN)/edgeinfer-video ./plugins/video
 	go build -o $(BIN)/tfmodels ./tfmodels/cmd/tfmodels
 	ln -sf ../tools/import/edgeinfer-import $(BIN)/edgeinfer-import
 
@@ -67,8 +69,9 @@ $(MODELS)/.tiny: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
 	touch $@
 
 ## models-trained: the detectors trained on the generated shapes set (tfmodels/zoo/
-## train_yolov3.py, train_rcnn.py) and the segmenter trained on the generated
-## segmentation set (train_seg.py), added to $(MODELS)/. Training takes minutes, once
+## train_yolov3.py, train_rcnn.py), the segmenter (train_seg.py), the video model
+## (train_video.py) and the embedding models (train_embed.py), each trained on its
+## own generated set, added to $(MODELS)/. Training takes minutes, once
 ## per machine: the versions are cached in ~/.cache/edgeinfer/trained, keyed by a hash
 ## of the code and data that make them.
 models-trained: $(MODELS)/.trained
@@ -77,6 +80,8 @@ $(MODELS)/.trained: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
 	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_yolov3 --out $(MODELS)
 	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_rcnn --out $(MODELS)
 	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_seg --out $(MODELS)
+	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_video --out $(MODELS)
+	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_embed --out $(MODELS)
 	touch $@
 
 ## models-full: the paper-sized models the benchmarks use, in $(MODELS)-full/.

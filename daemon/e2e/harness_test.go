@@ -47,6 +47,8 @@ func build(dir string) error {
 		"edgeinfer-classify": "github.com/edgeinfer/edgeinfer/plugins/classify",
 		"edgeinfer-detect":   "github.com/edgeinfer/edgeinfer/plugins/detect",
 		"edgeinfer-segment":  "github.com/edgeinfer/edgeinfer/plugins/segment",
+		"edgeinfer-video":    "github.com/edgeinfer/edgeinfer/plugins/video",
+		"edgeinfer-embed":    "github.com/edgeinfer/edgeinfer/plugins/embed",
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {

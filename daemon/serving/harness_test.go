@@ -199,7 +199,7 @@ func (h *harness) start(binary string) (sdk.Process, error) {
 	return p, nil
 }
 
-// proc is a started fake plugin process; it records its Kill.
+// proc is a started fake plugin process; it records its Kill or Stop.
 type proc struct {
 	*sdk.Fake
 	h      *harness
@@ -213,6 +213,14 @@ func (p *proc) Kill() {
 		p.h.note("kill " + strconv.Itoa(p.n))
 	}
 	p.Fake.Kill()
+}
+
+// Stop is a graceful Kill: the process ends as well ("kill" in the log).
+func (p *proc) Stop() {
+	if !p.killed.Swap(true) {
+		p.h.note("kill " + strconv.Itoa(p.n))
+	}
+	p.Fake.Stop()
 }
 
 // task is the fake plugin: it records what it loaded and from which binary,

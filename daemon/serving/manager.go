@@ -65,6 +65,12 @@ type Manager struct {
 
 	mu     sync.Mutex
 	models map[string]*Model
+
+	// stopping counts processes being stopped gracefully in the background
+	// (Model.stop); Close waits until there are none (stopped).
+	stopMu   sync.Mutex
+	stopping int
+	stopped  *sync.Cond // on stopMu
 }
 
 // New makes a manager; Run polls plugin binaries and idle processes.
@@ -87,7 +93,9 @@ func New(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, bins: newBinaries(cfg.PluginDir, cfg.CacheDir, cfg.Settle), models: map[string]*Model{}}
+	m := &Manager{cfg: cfg, log: cfg.Logger, bins: newBinaries(cfg.PluginDir, cfg.CacheDir, cfg.Settle), models: map[string]*Model{}}
+	m.stopped = sync.NewCond(&m.stopMu)
+	return m
 }
 
 func (m *Manager) event(e payload.Event) { m.cfg.Event(e) }
@@ -163,9 +171,33 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
-// Close stops every process; Acquire returns ErrClosed from then on.
+// Close stops every process, each given sdk.StopTimeout to close its task
+// (all at once), and returns when they have ended; Acquire returns
+// ErrClosed from then on.
 func (m *Manager) Close() {
 	for _, md := range m.all() {
 		md.close()
 	}
+	m.stopMu.Lock()
+	for m.stopping > 0 {
+		m.stopped.Wait()
+	}
+	m.stopMu.Unlock()
+}
+
+// stopProcess stops proc gracefully in the background (sdk.StopTimeout at
+// most) and then calls done, which must not be called with a lock the
+// caller holds.
+func (m *Manager) stopProcess(proc sdk.Process, done func()) {
+	m.stopMu.Lock()
+	m.stopping++
+	m.stopMu.Unlock()
+	go func() {
+		proc.Stop()
+		done()
+		m.stopMu.Lock()
+		m.stopping--
+		m.stopped.Broadcast()
+		m.stopMu.Unlock()
+	}()
 }

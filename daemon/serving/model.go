@@ -54,17 +54,21 @@ type Model struct {
 	loading    *instance
 	// last is the instance that went serving last (it may have stopped
 	// since): a load of its version with another binary is a plugin swap.
-	last    *instance
-	live    map[*instance]bool // every instance with a process (or starting one)
-	past    map[string]payload.VersionState
-	target  string
-	why     string // why the policy has nothing (new) to serve
-	changed chan struct{}
-	closed  bool
-	retryAt time.Time   // a transient load failure: no new load before
-	retry   *time.Timer // reconciles at retryAt
-	ctx     context.Context
-	cancel  context.CancelFunc
+	last *instance
+	live map[*instance]bool // every instance with a process (or starting one)
+	// stopping counts this model's processes still closing after stop
+	// (Manager.stopProcess); the resource policy loads no version until
+	// they are gone.
+	stopping int
+	past     map[string]payload.VersionState
+	target   string
+	why      string // why the policy has nothing (new) to serve
+	changed  chan struct{}
+	closed   bool
+	retryAt  time.Time   // a transient load failure: no new load before
+	retry    *time.Timer // reconciles at retryAt
+	ctx      context.Context
+	cancel   context.CancelFunc
 }
 
 // instance is one version of the model run by one plugin binary, in one
@@ -243,8 +247,9 @@ func (md *Model) reconcile() {
 		}
 		return
 	}
-	if md.settings.Policy == Resource && len(md.live) > 0 {
-		// Stop the old first; the load starts once its process is gone.
+	if md.settings.Policy == Resource && (len(md.live) > 0 || md.stopping > 0) {
+		// Stop the old first; the load starts once its process is gone
+		// (stop's callback reconciles again).
 		if s := md.serving; s != nil {
 			md.retire(s, fmt.Sprintf("making room for version %s (policy resource)", v.Version))
 		}
@@ -398,10 +403,21 @@ func (md *Model) drained(inst *instance) {
 	md.reconcile()
 }
 
-// stop kills inst's process and forgets it as live.
+// stop ends inst's process and forgets it as live. The process is stopped
+// gracefully, in the background (its task closes: a plugin that keeps
+// state, such as embed's clusters, saves it), since nothing is in flight on
+// it; Manager.Close waits for those stops.
 func (md *Model) stop(inst *instance, why string) {
 	if inst.proc != nil {
-		inst.proc.Kill()
+		md.stopping++
+		md.m.stopProcess(inst.proc, func() {
+			md.mu.Lock()
+			defer md.mu.Unlock()
+			md.stopping--
+			if !md.closed {
+				md.reconcile()
+			}
+		})
 	}
 	if inst.cancel != nil {
 		inst.cancel()

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
-	"slices"
 
 	"github.com/edgeinfer/edgeinfer/plugins/common/tfplugin"
+	"github.com/edgeinfer/edgeinfer/plugins/common/topk"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/tfmodels"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
@@ -101,16 +99,9 @@ func (c *classifier) scores(out *tfmodels.Tensor) ([]float64, error) {
 	return scores, nil
 }
 
-// entry is one label of the result.
-type entry struct {
-	Label string  `json:"label"`
-	Index int     `json:"index"`
-	Score float32 `json:"score"`
-}
-
 // output is the task's JSON output (README.md).
 type output struct {
-	Top []entry `json:"top"`
+	Top []topk.Entry `json:"top"`
 }
 
 // Infer classifies one frame with its pipeline's options.
@@ -120,46 +111,6 @@ func (c *classifier) Infer(ctx context.Context, f sdk.Frame) (sdk.Result, error)
 		if err != nil {
 			return nil, nil, err
 		}
-		return output{Top: topK(scores, c.Man.Labels, c.Man.Output.Softmax, fr.Options.TopK, fr.Options.MinScore)}, nil, nil
+		return output{Top: topk.Top(scores, c.Man.Labels, c.Man.Output.Softmax, fr.Options.TopK, fr.Options.MinScore)}, nil, nil
 	})
-}
-
-// topK turns scores into the k best labels, sorted by score (ties by index),
-// without those scoring below minScore. With softmax the scores are logits
-// and become probabilities first.
-func topK(scores []float64, labels []string, softmax bool, k int, minScore float64) []entry {
-	if softmax {
-		scores = softmaxOf(scores)
-	}
-	idx := make([]int, len(scores))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortFunc(idx, func(a, b int) int {
-		return cmp.Or(cmp.Compare(scores[b], scores[a]), cmp.Compare(a, b))
-	})
-	top := make([]entry, 0, k)
-	for _, i := range idx[:min(k, len(idx))] {
-		if scores[i] < minScore {
-			break
-		}
-		top = append(top, entry{Label: labels[i], Index: i, Score: float32(scores[i])})
-	}
-	return top
-}
-
-// softmaxOf is the softmax of x, computed after subtracting the maximum so
-// that large logits do not overflow.
-func softmaxOf(x []float64) []float64 {
-	hi := slices.Max(x)
-	p := make([]float64, len(x))
-	sum := 0.0
-	for i, v := range x {
-		p[i] = math.Exp(v - hi)
-		sum += p[i]
-	}
-	for i := range p {
-		p[i] /= sum
-	}
-	return p
 }

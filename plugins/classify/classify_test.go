@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,22 +14,13 @@ import (
 	"testing"
 
 	"github.com/edgeinfer/edgeinfer/plugins/common/imageprep"
+	"github.com/edgeinfer/edgeinfer/plugins/common/tfplugin/tfplugintest"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/tfmodels"
 	"github.com/edgeinfer/edgeinfer/tfmodels/golden"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
-
-// modelDir is <EDGEINFER_MODELS>/<name>/1; make test sets EDGEINFER_MODELS.
-func modelDir(t *testing.T, name string) string {
-	t.Helper()
-	repo := os.Getenv("EDGEINFER_MODELS")
-	if repo == "" {
-		t.Fatal("EDGEINFER_MODELS is not set: point it at the exported model repository (make test does)")
-	}
-	return filepath.Join(repo, name, "1")
-}
 
 // testPipeline is the pipeline load configures and the test frames are for.
 const testPipeline = "p"
@@ -68,15 +58,7 @@ func rawOptions(pipelines map[string]string) map[string]json.RawMessage {
 // infer runs one frame and decodes the output.
 func infer(t *testing.T, c *classifier, f sdk.Frame) output {
 	t.Helper()
-	res, err := c.Infer(context.Background(), f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out output
-	if err := json.Unmarshal(res.Output, &out); err != nil {
-		t.Fatalf("output %s: %v", res.Output, err)
-	}
-	return out
+	return tfplugintest.Infer[output](t, c, f)
 }
 
 // grayFrame is an RGB frame with R = G = B = the gray pixels.
@@ -84,16 +66,6 @@ func grayFrame(gray []byte, w, h int) sdk.Frame {
 	rgb := make([]byte, 0, 3*len(gray))
 	for _, p := range gray {
 		rgb = append(rgb, p, p, p)
-	}
-	return sdk.Frame{Pipeline: testPipeline, Width: w, Height: h, RGB: rgb}
-}
-
-// noiseFrame is a frame of seeded random pixels.
-func noiseFrame(w, h int, seed uint64) sdk.Frame {
-	r := rand.New(rand.NewPCG(seed, 1))
-	rgb := make([]byte, w*h*3)
-	for i := range rgb {
-		rgb[i] = byte(r.IntN(256))
 	}
 	return sdk.Frame{Pipeline: testPipeline, Width: w, Height: h, RGB: rgb}
 }
@@ -116,24 +88,11 @@ func python(t *testing.T, args ...string) {
 	}
 }
 
-func readFloats(t *testing.T, path string) ([]float32, []int64) {
-	t.Helper()
-	a, err := npy.Read(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := a.Float32s()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v, a.Shape
-}
-
 // LeNet-5 classifies the held-out digits through Infer, and its scores are
 // the softmax of the logits tfmodels gives for the same digits normalised
 // independently.
 func TestLeNet5ClassifiesTheDigitsTestSplit(t *testing.T) {
-	dir := modelDir(t, "lenet5")
+	dir := tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "lenet5")
 	c, info := load(t, dir, `{"top_k": 10}`)
 	if info.Task != "classify" || info.Labels != 10 || info.Description != "LeNet-5 tiny" || len(info.InputShape) != 4 || info.InputShape[1] != 32 {
 		t.Errorf("ModelInfo %+v", info)
@@ -239,7 +198,7 @@ func TestLeNet5ClassifiesTheDigitsTestSplit(t *testing.T) {
 func TestResizeMatchesTensorFlow(t *testing.T) {
 	t.Parallel()
 	const w, h, scale = 64, 48, 1.0 / 255
-	f := noiseFrame(w, h, 1)
+	f := tfplugintest.NoiseFrame(testPipeline, w, h, 1)
 	tmp := t.TempDir()
 	framePath := filepath.Join(tmp, "frame.rgb")
 	if err := os.WriteFile(framePath, f.RGB, 0o644); err != nil {
@@ -254,7 +213,7 @@ func TestResizeMatchesTensorFlow(t *testing.T) {
 
 	in := manifest.Input{Channels: 3, Scale: scale, Mean: []float64{0, 0, 0}, Std: []float64{1, 1, 1}}
 	for _, s := range sizes {
-		want, shape := readFloats(t, filepath.Join(tmp, "resize_"+sizeName(s.w, s.h)+".npy"))
+		want, shape := tfplugintest.ReadFloats(t, filepath.Join(tmp, "resize_"+sizeName(s.w, s.h)+".npy"))
 		if len(want) != s.w*s.h*3 {
 			t.Fatalf("%s: reference shape %v", sizeName(s.w, s.h), shape)
 		}
@@ -278,16 +237,16 @@ func sizeName(w, h int) string { return fmt.Sprintf("%dx%d", w, h) }
 // SavedModel), with the default top_k 5.
 func TestResNet50MatchesTensorFlow(t *testing.T) {
 	t.Parallel()
-	dir := modelDir(t, "resnet50")
-	f := noiseFrame(640, 480, 2)
+	dir := tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "resnet50")
+	f := tfplugintest.NoiseFrame(testPipeline, 640, 480, 2)
 	tmp := t.TempDir()
 	framePath := filepath.Join(tmp, "frame.rgb")
 	if err := os.WriteFile(framePath, f.RGB, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	python(t, "classify", dir, framePath, "640", "480", tmp)
-	wantInput, _ := readFloats(t, filepath.Join(tmp, "input.npy"))
-	wantScores, _ := readFloats(t, filepath.Join(tmp, "scores.npy"))
+	wantInput, _ := tfplugintest.ReadFloats(t, filepath.Join(tmp, "input.npy"))
+	wantScores, _ := tfplugintest.ReadFloats(t, filepath.Join(tmp, "scores.npy"))
 
 	c, _ := load(t, dir, "")
 	out := infer(t, c, f)
@@ -336,9 +295,9 @@ func TestResNet50MatchesTensorFlow(t *testing.T) {
 
 // A model that takes any size (vgg16_fcn) gets each frame at its own size.
 func TestAnySizeModelRunsFramesAtTheirSize(t *testing.T) {
-	c, _ := load(t, modelDir(t, "vgg16_fcn"), `{"top_k": 3}`)
+	c, _ := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "vgg16_fcn"), `{"top_k": 3}`)
 	for _, s := range []struct{ w, h int }{{80, 48}, {80, 48}, {40, 64}} {
-		out := infer(t, c, noiseFrame(s.w, s.h, 3))
+		out := infer(t, c, tfplugintest.NoiseFrame(testPipeline, s.w, s.h, 3))
 		if got := c.Input().Shape(); got[1] != int64(s.h) || got[2] != int64(s.w) || len(out.Top) != 3 {
 			t.Errorf("%dx%d frame: input shape %v, %d entries", s.w, s.h, got, len(out.Top))
 		}
@@ -346,7 +305,7 @@ func TestAnySizeModelRunsFramesAtTheirSize(t *testing.T) {
 }
 
 func TestBadFramesAreErrBadFrame(t *testing.T) {
-	c, _ := load(t, modelDir(t, "lenet5"), "")
+	c, _ := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "lenet5"), "")
 	for _, f := range []sdk.Frame{
 		{Pipeline: testPipeline, Width: 32, Height: 32, RGB: make([]byte, 32*32*3-1)},
 		{Pipeline: testPipeline, Width: 32, Height: 32, RGB: make([]byte, 32*32)},
@@ -367,7 +326,7 @@ func TestBadFramesAreErrBadFrame(t *testing.T) {
 // Each pipeline's options are checked at Configure; a bad one names the
 // pipeline and the option, and the set in force stays as it was.
 func TestOptions(t *testing.T) {
-	c, _ := load(t, modelDir(t, "lenet5"), `{"top_k": 2}`)
+	c, _ := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "lenet5"), `{"top_k": 2}`)
 	for _, tc := range []struct{ options, want string }{
 		{`{"top_k": 0}`, "pipeline bad: top_k is 0, must be 1..10"},
 		{`{"top_k": 11}`, "pipeline bad: top_k is 11, must be 1..10"},
@@ -403,7 +362,7 @@ func TestOptions(t *testing.T) {
 // One process serves several pipelines, each with its own options; a
 // Configure replaces the whole set.
 func TestPipelinesOnOneProcessUseTheirOwnOptions(t *testing.T) {
-	c, _ := load(t, modelDir(t, "lenet5"), "")
+	c, _ := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "lenet5"), "")
 	configure(t, c, map[string]string{"one": `{"top_k": 1}`, "three": `{"top_k": 3}`})
 	f := grayFrame(make([]byte, 32*32), 32, 32)
 	f.Pipeline = "one"
@@ -426,7 +385,7 @@ func TestPipelinesOnOneProcessUseTheirOwnOptions(t *testing.T) {
 
 // Validate reruns the golden samples through the loaded model.
 func TestValidatePassesOnTheExportedModel(t *testing.T) {
-	c, _ := load(t, modelDir(t, "lenet5"), "")
+	c, _ := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "lenet5"), "")
 	v, err := c.Validate(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -441,7 +400,7 @@ func TestValidatePassesOnTheExportedModel(t *testing.T) {
 func copyVersion(t *testing.T, name string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "1")
-	if err := os.CopyFS(dir, os.DirFS(modelDir(t, name))); err != nil {
+	if err := os.CopyFS(dir, os.DirFS(tfplugintest.ModelDir(t, "EDGEINFER_MODELS", name))); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -498,7 +457,7 @@ func TestValidateWithoutGoldenRunsNoSamples(t *testing.T) {
 
 // min_score drops entries: a blank image is not a confident digit.
 func TestMinScoreDropsEntries(t *testing.T) {
-	c, _ := load(t, modelDir(t, "lenet5"), `{"top_k": 10, "min_score": 0.05}`)
+	c, _ := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "lenet5"), `{"top_k": 10, "min_score": 0.05}`)
 	out := infer(t, c, grayFrame(make([]byte, 32*32), 32, 32))
 	if len(out.Top) == 0 || len(out.Top) == 10 {
 		t.Fatalf("min_score 0.05 kept %d of 10 entries: %+v", len(out.Top), out)
@@ -525,8 +484,8 @@ func TestLoadRefusesOtherManifests(t *testing.T) {
 		return dir
 	}
 	for _, tc := range []struct{ name, dir, want string }{
-		{"embed model", modelDir(t, "facenet"), `task is "embed", this plugin serves classify`},
-		{"segment model", modelDir(t, "unet"), `task is "segment"`},
+		{"embed model", tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "facenet"), `task is "embed", this plugin serves classify`},
+		{"segment model", tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "unet"), `task is "segment"`},
 		{"missing dir", filepath.Join(t.TempDir(), "none"), manifest.File},
 		{"invalid manifest", edited("channels = 1", "channels = 2"), "input.channels must be 1 or 3"},
 		{"letterbox", edited(`resize = "stretch"`, `resize = "letterbox"`), `input.resize "letterbox" is not supported for classify`},
@@ -545,7 +504,7 @@ func TestLoadRefusesOtherManifests(t *testing.T) {
 }
 
 func TestLifecycle(t *testing.T) {
-	dir := modelDir(t, "lenet5")
+	dir := tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "lenet5")
 	c := newClassifier()
 	ctx := context.Background()
 	if _, err := c.Infer(ctx, grayFrame(make([]byte, 32*32), 32, 32)); err == nil {
@@ -575,39 +534,5 @@ func TestLifecycle(t *testing.T) {
 	}
 	if _, err := c.Infer(context.Background(), grayFrame(make([]byte, 32*32), 32, 32)); err == nil {
 		t.Error("Infer after Close succeeded")
-	}
-}
-
-func TestTopK(t *testing.T) {
-	labels := []string{"a", "b", "c", "d"}
-	got := topK([]float64{0.1, 0.4, 0.1, 0.4}, labels, false, 3, 0)
-	want := []entry{{"b", 1, 0.4}, {"d", 3, 0.4}, {"a", 0, 0.1}}
-	if len(got) != len(want) {
-		t.Fatalf("got %+v, want %+v", got, want)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("entry %d: got %+v, want %+v (ties by index)", i, got[i], want[i])
-		}
-	}
-	if got := topK([]float64{0.1, 0.4, 0.1, 0.4}, labels, false, 4, 0.2); len(got) != 2 {
-		t.Errorf("min_score 0.2 kept %+v", got)
-	}
-	// Huge logits do not overflow the softmax.
-	got = topK([]float64{1000, 999, -1000, 1000}, labels, true, 4, 0)
-	e := math.Exp(-1)
-	for _, w := range []struct {
-		i int
-		p float64
-	}{{0, 1 / (2 + e)}, {3, 1 / (2 + e)}, {1, e / (2 + e)}, {2, 0}} {
-		var s float32 = -1
-		for _, g := range got {
-			if g.Index == w.i {
-				s = g.Score
-			}
-		}
-		if math.Abs(float64(s)-w.p) > 1e-7 {
-			t.Errorf("softmax of label %d = %v, want %v", w.i, s, w.p)
-		}
 	}
 }

@@ -20,16 +20,6 @@ import (
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 )
 
-// modelDir is <EDGEINFER_MODELS>/<name>/1; make test sets EDGEINFER_MODELS.
-func modelDir(t *testing.T, name string) string {
-	t.Helper()
-	repo := os.Getenv("EDGEINFER_MODELS")
-	if repo == "" {
-		t.Fatal("EDGEINFER_MODELS is not set: point it at the exported model repository (make test does)")
-	}
-	return filepath.Join(repo, name, "1")
-}
-
 const testPipeline = "p"
 
 func load(t *testing.T, dir, options string) *detector {
@@ -56,15 +46,7 @@ func randomFrame(w, h int, seed uint64) sdk.Frame {
 
 func infer(t *testing.T, d *detector, f sdk.Frame) output {
 	t.Helper()
-	res, err := d.Infer(context.Background(), f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out output
-	if err := json.Unmarshal(res.Output, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return tfplugintest.Infer[output](t, d, f)
 }
 
 // Every zoo detector loads, validates its golden samples, and publishes
@@ -74,7 +56,7 @@ func infer(t *testing.T, d *detector, f sdk.Frame) output {
 func TestZooDetectorsGiveBoxesInsideTheFrame(t *testing.T) {
 	for _, name := range []string{"yolov3", "faster_rcnn", "mask_rcnn", "anchorfree"} {
 		t.Run(name, func(t *testing.T) {
-			d := load(t, modelDir(t, name), `{"score_threshold": 0.05, "max_detections": 7}`)
+			d := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", name), `{"score_threshold": 0.05, "max_detections": 7}`)
 			if v, err := d.Validate(context.Background()); err != nil || v.Samples == 0 {
 				t.Fatalf("validate: %+v %v", v, err)
 			}
@@ -116,7 +98,7 @@ func TestZooDetectorsGiveBoxesInsideTheFrame(t *testing.T) {
 // whose pixel is i + 1 where detection i's mask is on (the best detection
 // on top) and 0 elsewhere: the published RLE masks, painted.
 func TestMaskPNGPaintsThePublishedMasks(t *testing.T) {
-	d := load(t, modelDir(t, "mask_rcnn"), `{"score_threshold": 0.05, "mask_png": true}`)
+	d := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "mask_rcnn"), `{"score_threshold": 0.05, "mask_png": true}`)
 	painted := 0
 	for i, sz := range [][2]int{{640, 480}, {200, 333}} {
 		res, err := d.Infer(context.Background(), randomFrame(sz[0], sz[1], uint64(i)))
@@ -156,7 +138,7 @@ func TestMaskPNGPaintsThePublishedMasks(t *testing.T) {
 	if painted == 0 {
 		t.Fatal("no mask pixel in any frame: nothing was checked")
 	}
-	plain := load(t, modelDir(t, "mask_rcnn"), `{"score_threshold": 0.05}`)
+	plain := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "mask_rcnn"), `{"score_threshold": 0.05}`)
 	if res, err := plain.Infer(context.Background(), randomFrame(64, 48, 9)); err != nil || res.Images != nil {
 		t.Fatalf("without mask_png: images %v, %v", res.Images, err)
 	}
@@ -165,7 +147,7 @@ func TestMaskPNGPaintsThePublishedMasks(t *testing.T) {
 // Letterboxing maps the input back to the frame: a frame letterboxed and
 // decoded gives the same boxes as the model's own input size would, scaled.
 func TestLetterboxBoxesAreInFramePixels(t *testing.T) {
-	d := load(t, modelDir(t, "yolov3"), `{"score_threshold": 0.05, "resize": "letterbox"}`)
+	d := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "yolov3"), `{"score_threshold": 0.05, "resize": "letterbox"}`)
 	in := d.Man.Input.Width
 	small := randomFrame(in, in, 9)
 	// The same picture at twice the size, wider by padding nothing: a square
@@ -227,7 +209,7 @@ func TestLoadRefusesModelsThatDoNotFit(t *testing.T) {
 		{"faster_rcnn", `s/^boxes = .*/boxes = "detection_scores"/`, `output "detection_scores" is [-1 20], the Object Detection API's has rank 3 ending in 4`},
 	} {
 		t.Run(tc.model, func(t *testing.T) {
-			dir := modelDir(t, tc.model)
+			dir := tfplugintest.ModelDir(t, "EDGEINFER_MODELS", tc.model)
 			if tc.edit != "" {
 				dir = tfplugintest.EditedCopy(t, dir, tc.edit)
 			}
@@ -241,7 +223,7 @@ func TestLoadRefusesModelsThatDoNotFit(t *testing.T) {
 
 // Bad frames are ErrBadFrame and leave the plugin serving.
 func TestBadFramesAreErrBadFrame(t *testing.T) {
-	d := load(t, modelDir(t, "yolov3"), `{}`)
+	d := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "yolov3"), `{}`)
 	tfplugintest.CheckBadFrames(t, d, testPipeline)
 	infer(t, d, randomFrame(32, 32, 1))
 }
@@ -306,7 +288,7 @@ func TestDecodeSurvivesBadRawOutputs(t *testing.T) {
 func TestSampleConfOptionsAreValid(t *testing.T) {
 	tfplugintest.CheckSampleConf(t, map[string]string{
 		"centernet":        filepath.Join(os.Getenv("EDGEINFER_REAL_MODELS"), "centernet", "1"),
-		"shapes_mask_rcnn": modelDir(t, "shapes_mask_rcnn"),
+		"shapes_mask_rcnn": tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "shapes_mask_rcnn"),
 	}, func(raw json.RawMessage, man manifest.Manifest) error {
 		_, err := parseOptions(raw, man)
 		return err

@@ -138,6 +138,23 @@ func (p *Plugin) Exited() bool { return p.calls.exited() }
 // more than once and concurrently.
 func (p *Plugin) Kill() { p.calls.kill() }
 
+// StopTimeout is how long Stop waits for a plugin to end by itself (go-plugin's
+// wait after asking it to shut down) before it is killed.
+const StopTimeout = 2 * time.Second
+
+// Stop implements Process: go-plugin asks the plugin to shut down (Serve
+// returns and closes the task: a plugin that keeps state saves it), waits
+// StopTimeout for the process to end and kills it if it has not.
+func (p *Plugin) Stop() {
+	p.calls.endWith(func() {
+		p.client.Kill()
+		p.proc.Kill() // go-plugin killed it, or it ended: a no-op either way (pidfd)
+		p.shmMu.Lock()
+		p.shm.close()
+		p.shmMu.Unlock()
+	})
+}
+
 // end is the kill itself: SIGKILL first, because go-plugin's Kill asks the
 // plugin to shut down and waits for that, which a stopped or stuck process
 // never does; then go-plugin's cleanup, which now returns at once.

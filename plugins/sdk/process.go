@@ -33,6 +33,11 @@ type Process interface {
 	// SetNice sets the scheduling niceness of every thread of the process.
 	// Lowering it needs privilege: the error is returned (the daemon logs it).
 	SetNice(n int) error
+	// Stop ends the process gracefully: the task's Close runs (a plugin
+	// that keeps state saves it), and the process is killed if it has not
+	// ended within StopTimeout. For a process with no call in progress (a
+	// retired version, a daemon stopping); a later Kill does nothing.
+	Stop()
 	// Command hands a pipeline's command to the task (Commander); a task
 	// that takes none gives an error wrapping ErrNoCommands.
 	Command(ctx context.Context, pipeline string, command json.RawMessage) (string, error)
@@ -59,10 +64,13 @@ func newCalls(end func(), gone func() bool) *calls {
 
 // kill ends the process once; a concurrent or later kill returns when the
 // first has finished. It does not take the turn.
-func (c *calls) kill() {
+func (c *calls) kill() { c.endWith(c.end) }
+
+// endWith ends the process once with end (kill's, or a graceful stop's).
+func (c *calls) endWith(end func()) {
 	c.once.Do(func() {
 		close(c.dead)
-		c.end()
+		end()
 	})
 }
 

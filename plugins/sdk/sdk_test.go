@@ -110,6 +110,15 @@ func (e *echoTask) Infer(ctx context.Context, f Frame) (Result, error) {
 	return Result{Output: out, Timings: Timings{Inference: 1234}, Images: map[string][]byte{"corner": slices.Clone(f.RGB[:3])}}, nil
 }
 
+// Close writes the file EDGEINFER_SDK_TEST_CLOSED names, if any: the test
+// of Stop looks for it.
+func (e *echoTask) Close() error {
+	if path := os.Getenv("EDGEINFER_SDK_TEST_CLOSED"); path != "" {
+		return os.WriteFile(path, []byte("closed"), 0o644)
+	}
+	return nil
+}
+
 // Command takes {"say": text} for a configured pipeline and says it back.
 func (e *echoTask) Command(_ context.Context, pipeline string, command json.RawMessage) (string, error) {
 	if _, ok := e.pipelines[pipeline]; !ok {
@@ -617,4 +626,52 @@ func TestATaskWithoutCommandsSaysSo(t *testing.T) {
 	if status.Code(err) != codes.Unimplemented {
 		t.Errorf("server: got %v, want Unimplemented", err)
 	}
+}
+
+// Stop lets the task close (a plugin that keeps state saves it then), and
+// the process ends; Kill does not close it. The Fake does the same.
+func TestStopClosesTheTaskAndKillDoesNot(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stop := range []bool{true, false} {
+		marker := filepath.Join(t.TempDir(), "closed")
+		p, err := Start(Options{Path: exe, Env: []string{"EDGEINFER_SDK_TEST=1", "EDGEINFER_SDK_TEST_CLOSED=" + marker}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready(t, p)
+		start := time.Now()
+		if stop {
+			p.Stop()
+		} else {
+			p.Kill()
+		}
+		_, statErr := os.Stat(marker)
+		if closed := statErr == nil; closed != stop || !p.Exited() {
+			t.Errorf("stop=%v: task closed %v, exited %v", stop, closed, p.Exited())
+		}
+		if took := time.Since(start); took > StopTimeout {
+			t.Errorf("stop=%v took %v: the plugin ended by itself, within StopTimeout", stop, took)
+		}
+		p.Kill() // after Stop: nothing more happens
+	}
+	closer := &closeRecorder{}
+	f := NewFake(closer)
+	f.Stop()
+	if !closer.closed || !f.Exited() {
+		t.Errorf("fake: closed %v, exited %v", closer.closed, f.Exited())
+	}
+}
+
+// closeRecorder records its Close.
+type closeRecorder struct {
+	echoTask
+	closed bool
+}
+
+func (c *closeRecorder) Close() error {
+	c.closed = true
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,17 @@ func NewFake(t Task) *Fake {
 	f.life, f.cancel = context.WithCancel(context.Background())
 	f.calls = newCalls(f.cancel, nil)
 	return f
+}
+
+// Stop implements Process: a task that is an io.Closer is closed, as a
+// plugin's is when it is asked to shut down, then the Fake dies.
+func (f *Fake) Stop() {
+	f.calls.endWith(func() {
+		if c, ok := f.task.(io.Closer); ok {
+			c.Close()
+		}
+		f.cancel()
+	})
 }
 
 // Pid is the Fake's made-up process id.

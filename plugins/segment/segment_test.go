@@ -24,17 +24,6 @@ import (
 	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
 
-// modelDir is <$env>/<name>/1: EDGEINFER_MODELS (the tiny zoo) or
-// EDGEINFER_REAL_MODELS (models-real); make test sets both.
-func modelDir(t *testing.T, env, name string) string {
-	t.Helper()
-	repo := os.Getenv(env)
-	if repo == "" {
-		t.Fatalf("%s is not set: point it at the model repository (make test does)", env)
-	}
-	return filepath.Join(repo, name, "1")
-}
-
 const testPipeline = "p"
 
 // load loads a model version into a new segmenter closed at the end of the
@@ -301,7 +290,7 @@ func TestCaseFramesEndToEnd(t *testing.T) {
 	envs := map[string]string{"unet": "EDGEINFER_MODELS", "fcn8s": "EDGEINFER_MODELS", "selfie": "EDGEINFER_REAL_MODELS"}
 	for _, name := range slices.Sorted(maps.Keys(byModel)) {
 		t.Run(name, func(t *testing.T) {
-			s, _ := load(t, modelDir(t, envs[name], name), `{}`)
+			s, _ := load(t, tfplugintest.ModelDir(t, envs[name], name), `{}`)
 			maxDiff, differing, total, same := 0.0, 0, 0, 0
 			for _, c := range byModel[name] {
 				configure(t, s, string(c.Options))
@@ -377,7 +366,7 @@ func TestModelsLoadValidateAndSegment(t *testing.T) {
 		{"EDGEINFER_REAL_MODELS", "selfie", 1, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, info := load(t, modelDir(t, tc.env, tc.name), `{"mask_png": true, "resize": "bilinear"}`)
+			s, info := load(t, tfplugintest.ModelDir(t, tc.env, tc.name), `{"mask_png": true, "resize": "bilinear"}`)
 			if info.Task != "segment" || info.Labels != tc.labels || len(info.InputShape) != 4 || info.InputShape[0] != tc.batch {
 				t.Errorf("ModelInfo %+v", info)
 			}
@@ -514,7 +503,7 @@ func TestLoadRefusesModelsThatDoNotFit(t *testing.T) {
 		{"EDGEINFER_REAL_MODELS", "selfie", `s/^height = .*/height = 128/`, "input is input_1 float32 (1, 256, 256, 3), edgeinfer.toml says float32 [batch, 128, 256, 3]"},
 	} {
 		t.Run(tc.model, func(t *testing.T) {
-			dir := modelDir(t, tc.env, tc.model)
+			dir := tfplugintest.ModelDir(t, tc.env, tc.model)
 			if tc.edit != "" {
 				dir = tfplugintest.EditedCopy(t, dir, tc.edit)
 			}
@@ -529,14 +518,14 @@ func TestLoadRefusesModelsThatDoNotFit(t *testing.T) {
 // Bad frames are ErrBadFrame and leave the plugin serving; an unknown
 // pipeline is named.
 func TestBadFramesAreErrBadFrame(t *testing.T) {
-	s, _ := load(t, modelDir(t, "EDGEINFER_MODELS", "unet"), `{}`)
+	s, _ := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "unet"), `{}`)
 	tfplugintest.CheckBadFrames(t, s, testPipeline)
 	infer(t, s, randomFrame(32, 32, 1))
 }
 
 // Two pipelines on one process get their own options.
 func TestPipelinesUseTheirOwnOptions(t *testing.T) {
-	s, _ := load(t, modelDir(t, "EDGEINFER_MODELS", "fcn8s"), `{}`)
+	s, _ := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "fcn8s"), `{}`)
 	if err := s.Configure(context.Background(), map[string]json.RawMessage{
 		"all":  json.RawMessage(`{}`),
 		"some": json.RawMessage(`{"ignore_classes": ["horse", "motorbike"], "masks": false, "alerts": {"person": 0.0001}}`),
@@ -612,7 +601,7 @@ func TestOptionsAreCheckedAndNamed(t *testing.T) {
 
 // Configure with a bad option names the pipeline and leaves the set as it was.
 func TestConfigureNamesThePipeline(t *testing.T) {
-	s, _ := load(t, modelDir(t, "EDGEINFER_MODELS", "unet"), `{"resize": "bilinear"}`)
+	s, _ := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "unet"), `{"resize": "bilinear"}`)
 	err := s.Configure(context.Background(), map[string]json.RawMessage{"ok": nil, "lake": json.RawMessage(`{"alerts": {"water": 0.2}}`)})
 	if err == nil || !strings.Contains(err.Error(), `pipeline lake: alerts: "water" is not one of the model's labels`) {
 		t.Fatalf("got %v", err)
@@ -625,9 +614,9 @@ func TestConfigureNamesThePipeline(t *testing.T) {
 // sample.conf's options are valid for the models it names.
 func TestSampleConfOptionsAreValid(t *testing.T) {
 	tfplugintest.CheckSampleConf(t, map[string]string{
-		"selfie": modelDir(t, "EDGEINFER_REAL_MODELS", "selfie"),
-		"fcn8s":  modelDir(t, "EDGEINFER_MODELS", "fcn8s"),
-		"unet":   modelDir(t, "EDGEINFER_MODELS", "unet"),
+		"selfie": tfplugintest.ModelDir(t, "EDGEINFER_REAL_MODELS", "selfie"),
+		"fcn8s":  tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "fcn8s"),
+		"unet":   tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "unet"),
 	}, func(raw json.RawMessage, man manifest.Manifest) error {
 		_, err := parseOptions(raw, man)
 		return err
@@ -945,7 +934,7 @@ func TestRefineHook(t *testing.T) {
 // at the frame size: it stays the same person (IoU >= 0.9 with the plain
 // mask), and its edges move to the photo's (some pixels change).
 func TestCRFOptionRefinesARealMask(t *testing.T) {
-	dir := modelDir(t, "EDGEINFER_REAL_MODELS", "selfie")
+	dir := tfplugintest.ModelDir(t, "EDGEINFER_REAL_MODELS", "selfie")
 	in, err := npy.Read(filepath.Join(dir, "golden", "input_input_1.npy"))
 	if err != nil {
 		t.Fatal(err)

@@ -15,12 +15,13 @@ import (
 )
 
 // zooModels are the tiny exports `make models` writes (tfmodels/zoo/export.py
-// REGISTRY), the detectors `make models-trained` trains on the shapes set and
-// the segmenter it trains on the segmentation set.
+// REGISTRY) and the models `make models-trained` trains on generated sets:
+// the shapes detectors, the segmenter, the video model and the embedding
+// models.
 var zooModels = []string{
-	"alexnet", "anchorfree", "facenet", "faster_rcnn", "fcn16s", "fcn32s", "fcn8s", "googlenet", "lenet5",
-	"mask_rcnn", "resnet50", "shapes_faster_rcnn", "shapes_mask_rcnn", "shapes_seg", "shapes_yolov3", "siamese", "unet",
-	"vgg16", "vgg16_fcn", "video_lstm", "yolov3",
+	"alexnet", "anchorfree", "clips_video", "facenet", "faster_rcnn", "fcn16s", "fcn32s", "fcn8s", "googlenet",
+	"ident_facenet", "ident_siamese", "lenet5", "mask_rcnn", "resnet50", "shapes_faster_rcnn", "shapes_mask_rcnn",
+	"shapes_seg", "shapes_yolov3", "siamese", "unet", "vgg16", "vgg16_fcn", "video_lstm", "yolov3",
 }
 
 // modelRepo is the exported tiny zoo; make test sets EDGEINFER_MODELS.

@@ -54,6 +54,50 @@ type Manifest struct {
 	Output       Output     `toml:"output"`
 	Validation   Validation `toml:"validation"`
 	Source       Source     `toml:"source"`
+	Video        Video      `toml:"video"`
+}
+
+// Video names the two signatures that let a video model run its frame CNN
+// once per frame and its clip head on cached features (task video only;
+// optional in the file, required by the video plugin: a single frames ->
+// logits signature would run the CNN on a frame again in every clip).
+type Video struct {
+	FeaturesSignature string `toml:"features_signature"` // one frame -> its feature vector
+	FeaturesInput     string `toml:"features_input"`     // its input: float32 [batch, height, width, channels], prepared as [input] says
+	FeaturesOutput    string `toml:"features_output"`    // its output: float32 [batch, D]
+	ClipSignature     string `toml:"clip_signature"`     // N feature vectors -> logits
+	ClipFeatures      string `toml:"clip_features"`      // its input: float32 [batch, input.frames, D]
+	ClipLengths       string `toml:"clip_lengths"`       // its input: int32 [batch], valid frames per clip
+	ClipLogits        string `toml:"clip_logits"`        // its output: float32 [batch, labels] (softmax as output.softmax says)
+}
+
+// Missing is the first field of the table (its full name, e.g.
+// "video.clip_signature") that is not set, or "" when all are.
+func (v Video) Missing() string {
+	for _, f := range []struct{ name, value string }{
+		{"features_signature", v.FeaturesSignature}, {"features_input", v.FeaturesInput}, {"features_output", v.FeaturesOutput},
+		{"clip_signature", v.ClipSignature}, {"clip_features", v.ClipFeatures}, {"clip_lengths", v.ClipLengths},
+		{"clip_logits", v.ClipLogits},
+	} {
+		if f.value == "" {
+			return "video." + f.name
+		}
+	}
+	return ""
+}
+
+func (v Video) validate(task string) []error {
+	if v == (Video{}) {
+		return nil
+	}
+	var errs []error
+	if task != TaskVideo {
+		errs = append(errs, fmt.Errorf("[video] is for task video, task is %q", task))
+	}
+	if f := v.Missing(); f != "" {
+		errs = append(errs, fmt.Errorf("%s is required when [video] is given (it names the features and clip signatures and all their keys)", f))
+	}
+	return errs
 }
 
 // Validation says how closely the version must reproduce its golden
@@ -189,6 +233,7 @@ func (m Manifest) Validate() error {
 	}
 	errs = append(errs, m.Input.validate(m.Task)...)
 	errs = append(errs, m.Output.validate(m.Task)...)
+	errs = append(errs, m.Video.validate(m.Task)...)
 	return errors.Join(errs...)
 }
 

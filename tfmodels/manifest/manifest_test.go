@@ -113,6 +113,9 @@ func TestBrokenManifestsNameTheirProblem(t *testing.T) {
 		{"no pair embedding", "siamese", `pair_embedding = "embedding_right"`, "", "output.pair_embedding is required for task siamese"},
 		{"video frames", "video_lstm", "frames = 8", "frames = 0", "input.frames must be > 0 for task video"},
 		{"video lengths", "video_lstm", `lengths_key = "lengths"`, "", "input.lengths_key is required for task video"},
+		{"video table on another task", "lenet5", `[input]`, "[video]\nfeatures_signature = \"f\"\n[input]", `[video] is for task video, task is "classify"`},
+		{"video table incomplete", "video_lstm", `[input]`, "[video]\nclip_signature = \"clip\"\n[input]", "video.features_signature is required when [video] is given"},
+		{"unknown video key", "video_lstm", `[input]`, "[video]\nclip = \"clip\"\n[input]", "unknown key video.clip"},
 		{"embed dim", "facenet", "dim = 128", "", "output.dim must be > 0 for task embed"},
 		{"rcnn outputs", "faster_rcnn", `num_detections = "num_detections"`, "", "output.num_detections is required for task detect_rcnn"},
 		{"rcnn label offset", "faster_rcnn", "label_offset = 1", "label_offset = -1", "output.label_offset must be >= 0"},
@@ -158,6 +161,46 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	for _, want := range []string{"signature is required", "input.key is required", "input.mean has 1 values, input.channels is 3", "output.logits is required"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+// The [video] table is optional; Missing names the first field not set, in
+// the order the README lists them.
+func TestVideoTableNamesItsMissingField(t *testing.T) {
+	full := Video{FeaturesSignature: "features", FeaturesInput: "images", FeaturesOutput: "features",
+		ClipSignature: "clip", ClipFeatures: "features", ClipLengths: "lengths", ClipLogits: "logits"}
+	if f := full.Missing(); f != "" {
+		t.Errorf("a full table misses %s", f)
+	}
+	if f := (Video{}).Missing(); f != "video.features_signature" {
+		t.Errorf("an empty table misses %s", f)
+	}
+	part := full
+	part.ClipLengths = ""
+	if f := part.Missing(); f != "video.clip_lengths" {
+		t.Errorf("no clip_lengths: %s", f)
+	}
+	if errs := (Video{}).validate(TaskVideo); errs != nil {
+		t.Errorf("no table is valid (the plugin decides whether it needs one): %v", errs)
+	}
+	m, err := Read(filepath.Join(modelRepo(t), "clips_video", "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Video != full {
+		t.Errorf("clips_video's [video] decoded as %+v, want %+v", m.Video, full)
+	}
+}
+
+// The daemon starts edgeinfer-<Plugin(task)>: the detection tasks share
+// edgeinfer-detect, every other task has its own binary (video:
+// edgeinfer-video).
+func TestPluginNamesTheBinaryOfEachTask(t *testing.T) {
+	for task, want := range map[string]string{TaskClassify: "classify", TaskDetectYOLO: "detect", TaskDetectRCNN: "detect",
+		TaskDetectRows: "detect", TaskDetectAnchorFree: "detect", TaskSegment: "segment", TaskEmbed: "embed", TaskVideo: "video"} {
+		if got := Plugin(task); got != want {
+			t.Errorf("Plugin(%q) = %q, want %q", task, got, want)
 		}
 	}
 }

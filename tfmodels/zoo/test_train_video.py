@@ -214,7 +214,8 @@ def go_manifest_keys() -> dict[str, set[str]]:
     keys = {}
     for struct, body in re.findall(r"^type (\w+) struct \{(.*?)^\}", src, re.S | re.M):
         keys[struct] = set(re.findall(r'toml:"(\w+)"', body))
-    return {"": keys["Manifest"], "input": keys["Input"], "output": keys["Output"], "validation": keys["Validation"]}
+    return {"": keys["Manifest"], "input": keys["Input"], "output": keys["Output"], "validation": keys["Validation"],
+            "video": keys["Video"]}
 
 
 def test_manifest_is_the_strict_set(smoke):
@@ -223,7 +224,7 @@ def test_manifest_is_the_strict_set(smoke):
     known = go_manifest_keys()
     assert "lengths_key" in known["input"] and "softmax" in known["output"], "manifest.go was read"
     assert set(m) <= known[""]
-    for table in ("input", "output", "validation"):
+    for table in ("input", "output", "validation", "video"):
         assert set(m[table]) <= known[table], table
     assert m["task"] == "video" and m["signature"] == "serving_default" and m["variant"] == "tiny"
     assert m["labels"] == clips.CLASSES
@@ -233,6 +234,15 @@ def test_manifest_is_the_strict_set(smoke):
                           "frames": V.FRAMES, "lengths_key": "lengths"}
     assert m["output"] == {"logits": "logits", "softmax": True}
     assert m["validation"]["tolerance"] >= 1e-4
+    assert m["video"] == {"features_signature": "features", "features_input": "images", "features_output": "features",
+                          "clip_signature": "clip", "clip_features": "features", "clip_lengths": "lengths",
+                          "clip_logits": "logits"}
+    sigs = smoke["sigs"]  # every name the [video] table gives is in the export
+    for sig, keys in ((m["video"]["features_signature"], (m["video"]["features_input"],)),
+                      (m["video"]["clip_signature"], (m["video"]["clip_features"], m["video"]["clip_lengths"]))):
+        assert set(keys) == set(sigs[sig].structured_input_signature[1]), sig
+    assert m["video"]["features_output"] in sigs[m["video"]["features_signature"]].structured_outputs
+    assert m["video"]["clip_logits"] in sigs[m["video"]["clip_signature"]].structured_outputs
 
 
 def test_cache_key_and_paths(monkeypatch, tmp_path):

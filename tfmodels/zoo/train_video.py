@@ -85,8 +85,11 @@ serving_default runs the same layers as clip(features(frames)) in one graph (equ
 tested on the export).
 edgeinfer.toml: task "video", labels clips.CLASSES, input key "frames", 48x48x3, stretch,
 scale 1/255, ImageNet mean/std, frames = 8, lengths_key = "lengths", output logits (softmax =
-true), [validation] tolerance = train_seg.golden_tolerance(golden logits). The features and clip
-signatures are not in the manifest yet (the Go manifest reader knows no key for them).
+true), [validation] tolerance = train_seg.golden_tolerance(golden logits), and a [video] table
+naming the features and clip signatures and their keys (features_signature = "features",
+features_input = "images", features_output = "features", clip_signature = "clip",
+clip_features = "features", clip_lengths = "lengths", clip_logits = "logits"), which the video
+plugin (plugins/video) requires: it runs the CNN once per frame and the head on cached features.
 
 GOLDEN FILES (held-out clips, preprocessed as edgeinfer.toml says):
   golden/input_frames.npy, input_lengths.npy -> output_logits.npy   serving_default on 4 clips:
@@ -447,6 +450,11 @@ def manifest(tolerance: float) -> dict:
     s = L.spec("video", "LRCN-style CNN+LSTM (CoordConv frame CNN, trained on generated clips)", "tiny", inp,
                {"logits": LOGITS_KEY, "softmax": True}, clips.CLASSES)
     s["validation"] = {"tolerance": tolerance}
+    s["video"] = {
+        "features_signature": FEATURES_SIGNATURE, "features_input": FEATURES_INPUT, "features_output": FEATURES_OUTPUT,
+        "clip_signature": CLIP_SIGNATURE, "clip_features": CLIP_INPUT, "clip_lengths": LENGTHS_KEY,
+        "clip_logits": LOGITS_KEY,
+    }
     return s
 
 

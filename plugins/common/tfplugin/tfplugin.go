@@ -35,6 +35,10 @@ type Spec[O any] struct {
 	Task string // the plugin's name in errors, e.g. "classify"
 	// Tasks are the manifest tasks the plugin serves.
 	Tasks []string
+	// Signature picks the signature the frame's input tensor feeds and its
+	// input key; nil: the manifest's signature and input.key. (The video
+	// plugin runs its per-frame features signature.)
+	Signature func(man manifest.Manifest) (signature, input string)
 	// Outputs names the signature outputs to fetch, from the manifest; an
 	// error (naming the field) refuses the model.
 	Outputs func(man manifest.Manifest) ([]string, error)
@@ -100,13 +104,17 @@ func (m *Model[O]) load(req sdk.LoadRequest, spec Spec[O]) (sdk.ModelInfo, error
 	if m.model, err = tfmodels.Load(req.ModelDir, tfmodels.Options{IntraOpThreads: req.Threads}); err != nil {
 		return sdk.ModelInfo{}, err
 	}
-	if m.Runner, err = m.model.Runner(man.Signature, []string{man.Input.Key}, outputs); err != nil {
+	signature, input := man.Signature, man.Input.Key
+	if spec.Signature != nil {
+		signature, input = spec.Signature(man)
+	}
+	if m.Runner, err = m.model.Runner(signature, []string{input}, outputs); err != nil {
 		return sdk.ModelInfo{}, err
 	}
 	in := m.Runner.Inputs()[0]
 	if spec.Check != nil {
 		if err := spec.Check(man, in, m.Runner.Outputs()); err != nil {
-			return sdk.ModelInfo{}, fmt.Errorf("model %s: signature %q: %w", m.Dir, man.Signature, err)
+			return sdk.ModelInfo{}, fmt.Errorf("model %s: signature %q: %w", m.Dir, signature, err)
 		}
 	}
 	// One run on a zero image: a model that loads but fails at its first run
@@ -127,7 +135,7 @@ func (m *Model[O]) load(req sdk.LoadRequest, spec Spec[O]) (sdk.ModelInfo, error
 	labels := len(man.Labels)
 	return sdk.ModelInfo{
 		Task:        man.Task,
-		Signature:   man.Signature,
+		Signature:   signature,
 		InputShape:  in.Shape,
 		Labels:      labels,
 		Warmup:      time.Since(start),
@@ -243,6 +251,10 @@ func (m *Model[O]) Prepare(ctx context.Context, f sdk.Frame, letterbox bool) (Fr
 
 // Input is the input tensor, [1, height, width, channels].
 func (m *Model[O]) Input() *tfmodels.Tensor { return m.input }
+
+// TF is the loaded SavedModel, for a task that runs more than one of its
+// signatures (nil before Load and after Close).
+func (m *Model[O]) TF() *tfmodels.Model { return m.model }
 
 // prepare makes the input tensor [1, h, w, channels]; it is allocated again
 // only when the size changes (models that take any size).

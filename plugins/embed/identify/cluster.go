@@ -104,7 +104,7 @@ func NewClustering(threshold float64, exemplars int) (*Clustering, error) {
 // zero one, or one of another length than the first is an error and
 // changes nothing.
 func (c *Clustering) Add(e []float32, png []byte) (Assignment, error) {
-	v, err := unit(e)
+	v, err := Unit(e)
 	if err != nil {
 		return Assignment{}, fmt.Errorf("embedding: %w", err)
 	}
@@ -120,7 +120,7 @@ func (c *Clustering) add(v []float64, png []byte) (Assignment, error) {
 	var best *cluster
 	bestD := 0.0
 	for _, cl := range c.clusters {
-		if d := distance(v, cl.centroid); best == nil || d < bestD {
+		if d := Distance(v, cl.centroid); best == nil || d < bestD {
 			best, bestD = cl, d
 		}
 	}

@@ -90,7 +90,7 @@ func TestClusteringJoinsAtExactlyTheThreshold(t *testing.T) {
 	if err := normalise(v); err != nil {
 		t.Fatal(err)
 	}
-	d := distance(v, []float64{0, 1})
+	d := Distance(v, []float64{0, 1})
 	c, err := NewClustering(d, 8)
 	if err != nil {
 		t.Fatal(err)

@@ -31,6 +31,12 @@ var commandFields = map[string][]string{
 	"forget":       {"name"},
 }
 
+// envelope are the fields of the daemon's command topic that route a
+// command (payload.Command: its id, the pipeline it is for); a command
+// published there reaches the plugin whole, so they are allowed and
+// ignored.
+var envelope = map[string]bool{"id": true, "pipeline": true}
+
 // DecodeCommand decodes and checks one command. Its errors name the field:
 // a field missing, unknown to the command, of the wrong type, an invalid
 // name, an image that is not base64 or not a PNG or JPEG, a cluster id
@@ -53,7 +59,7 @@ func DecodeCommand(data []byte) (Command, error) {
 		return Command{}, fmt.Errorf("command: field \"command\" is %q, must be one of enrol, name_cluster, forget", c.Command)
 	}
 	for _, k := range slices.Sorted(maps.Keys(fields)) {
-		if k != "command" && !slices.Contains(want, k) {
+		if k != "command" && !envelope[k] && !slices.Contains(want, k) {
 			return Command{}, fmt.Errorf("command %s: unknown field %q (it takes %s)", c.Command, k, strings.Join(want, ", "))
 		}
 	}

@@ -287,7 +287,7 @@ func embedImage(emb Embedder, img image.Image) ([]float64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedder: %w", err)
 	}
-	v, err := unit(e)
+	v, err := Unit(e)
 	if err != nil {
 		return nil, fmt.Errorf("embedding: %w", err)
 	}

@@ -53,6 +53,10 @@ type Identifier struct {
 	log  *slog.Logger
 
 	saveMu sync.Mutex // one Save at a time; taken before mu
+	// adopted is the space of the state file Open loaded when it was not
+	// opts.Space: Save may overwrite a file of that space until it has
+	// written one of its own (state.go). Guarded by saveMu.
+	adopted string
 
 	mu       sync.Mutex
 	gallery  *Gallery // nil until SetGallery
@@ -123,7 +127,7 @@ func (id *Identifier) SetGallery(g *Gallery) error {
 // returns the top k of them. e is normalised first; NaN, Inf, zero and
 // a length unlike the identities' are errors.
 func (id *Identifier) Match(e []float32, k int) (Match, error) {
-	v, err := unit(e)
+	v, err := Unit(e)
 	if err != nil {
 		return Match{}, fmt.Errorf("embedding: %w", err)
 	}
@@ -136,7 +140,7 @@ func (id *Identifier) Match(e []float32, k int) (Match, error) {
 // to the clusters, png (the crop, may be nil) kept if it becomes an
 // exemplar. The clusters are written to the state directory by Save.
 func (id *Identifier) Identify(e []float32, png []byte, k int) (Result, error) {
-	v, err := unit(e)
+	v, err := Unit(e)
 	if err != nil {
 		return Result{}, fmt.Errorf("embedding: %w", err)
 	}

@@ -82,7 +82,7 @@ func (s sources) match(p []float64, k int) (Match, error) {
 	for name, id := range s.runtime {
 		sc := get(name)
 		for _, ex := range id.entries {
-			sc.pos = min(sc.pos, distance(p, ex.vector))
+			sc.pos = min(sc.pos, Distance(p, ex.vector))
 		}
 	}
 	ranked := make([]Candidate, 0, len(byName))
@@ -139,7 +139,7 @@ func (s sources) checkDim(n int) error {
 func nearest(p []float64, vs [][]float64) float64 {
 	d := math.Inf(1)
 	for _, v := range vs {
-		d = min(d, distance(p, v))
+		d = min(d, Distance(p, v))
 	}
 	return d
 }

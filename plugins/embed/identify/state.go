@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -20,6 +21,7 @@ import (
 //
 //	state.json            the clusters and the runtime identities
 //	images/<sha256>.png   the exemplars' and enrolments' images, by content
+//	.lock                 flock'ed while a Save checks and writes (lockDir)
 //
 // state.json is written whole, to a temporary file that is synced and
 // renamed over the old one, the directory synced after; images are written
@@ -68,8 +70,14 @@ func (id *Identifier) load() ([]Problem, error) {
 	if err := os.MkdirAll(filepath.Join(dir, ImagesDir), 0o755); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
+	// Under the lock: another process's Save may be writing its temporaries.
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	removeTemps(dir)
 	removeTemps(filepath.Join(dir, ImagesDir))
+	unlock()
 	path := filepath.Join(dir, StateFile)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -121,6 +129,7 @@ func (id *Identifier) load() ([]Problem, error) {
 		id.runtime[ij.Name] = &runtimeIdentity{entries: exemplars(ij.Embeddings)}
 	}
 	if st.Space != id.opts.Space {
+		id.adopted = st.Space
 		id.log.Info("identify: embedding space changed, re-embedding the stored images", "from", st.Space, "to", id.opts.Space)
 		problems = append(problems, id.reembed(st.Space)...)
 		id.dirty = true
@@ -286,10 +295,24 @@ func (id *Identifier) reembed(from string) []Problem {
 	return problems
 }
 
+// ErrStateTaken is wrapped by Save's error when the state file records
+// another embedding space than the identifier's: another process, serving
+// a newer model version, has re-embedded the state and owns it.
+var ErrStateTaken = errors.New("state taken by another embedding space")
+
 // Save writes the clusters and the runtime identities to the state
 // directory if they changed since the last Save. Commands save at once;
 // the clusters, which change with every unknown, only when Save is
 // called: the plugin calls it every few seconds and before it exits.
+//
+// During a model version swap two processes (the old version and the new)
+// may have the same state directory open. The new one re-embeds the state
+// at Open and writes it in its own space; from then on Save refuses to
+// overwrite it with the old space's vectors (ErrStateTaken, nothing
+// written, the changes kept in memory). Save overwrites a file of another
+// space only when it is the one Open loaded and re-embedded. The check and
+// the write are one step under an exclusive lock (flock) on
+// <dir>/.lock, so two processes never interleave them.
 func (id *Identifier) Save() error {
 	if id.opts.StateDir == "" {
 		return nil
@@ -305,7 +328,7 @@ func (id *Identifier) Save() error {
 	id.dirty = false
 	id.mu.Unlock()
 
-	err := writeState(id.opts.StateDir, st, pending)
+	err := id.writeOwned(st, pending)
 	id.mu.Lock()
 	if err != nil {
 		id.dirty = true
@@ -318,8 +341,87 @@ func (id *Identifier) Save() error {
 	if err != nil {
 		return fmt.Errorf("state %s: %w", filepath.Join(id.opts.StateDir, StateFile), err)
 	}
-	removeUnnamedImages(filepath.Join(id.opts.StateDir, ImagesDir), st, id.log)
 	return nil
+}
+
+// writeOwned writes st and its pending images, then removes the images no
+// longer named, unless the state file records a space that is neither
+// id's nor the one it adopted at Open (ErrStateTaken); all under the
+// directory's lock. Called with saveMu held.
+func (id *Identifier) writeOwned(st stateJSON, pending []*imageRef) error {
+	dir := id.opts.StateDir
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	space, err := storedSpace(filepath.Join(dir, StateFile))
+	if err != nil {
+		return err
+	}
+	if space != "" && space != id.opts.Space && space != id.adopted {
+		return fmt.Errorf("%w: it records space %q, this identifier's is %q: not overwritten", ErrStateTaken, space, id.opts.Space)
+	}
+	if err := writeState(dir, st, pending); err != nil {
+		return err
+	}
+	id.adopted = ""
+	removeUnnamedImages(filepath.Join(dir, ImagesDir), st, id.log)
+	return nil
+}
+
+// lockFile is the state directory's lock (flock), held while Save checks
+// and writes.
+const lockFile = ".lock"
+
+// lockDir takes the exclusive lock of the state directory dir, waiting for
+// another process to release it; unlock releases it.
+func lockDir(dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("locking the state directory: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil // closing releases the lock
+}
+
+// storedSpace reads the space recorded in the state file at path, decoding
+// only up to it (it is written second, after the version); "" when there
+// is no file, or it records none or cannot be read as a state.
+func storedSpace(path string) (string, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return "", nil
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return "", nil
+		}
+		if key == "space" {
+			var space string
+			if err := dec.Decode(&space); err != nil {
+				return "", nil
+			}
+			return space, nil
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", nil
+		}
+	}
+	return "", nil
 }
 
 // snapshotLocked copies what Save writes, and lists the images not yet on

@@ -1,6 +1,7 @@
 package identify
 
 import (
+	"errors"
 	"image"
 	"math"
 	"os"
@@ -50,7 +51,7 @@ func TestStateSurvivesARestart(t *testing.T) {
 	}{
 		{red, Assignment{ID: 1, New: true}},
 		{green, Assignment{ID: 2, New: true}},
-		{darkRed, Assignment{ID: 1, Distance: distance([]float64{1, 0, 0}, unitOf(200, 30, 0))}},
+		{darkRed, Assignment{ID: 1, Distance: Distance([]float64{1, 0, 0}, unitOf(200, 30, 0))}},
 		{red, Assignment{ID: 1}}, // the same PNG again: one stored file
 	} {
 		if r := identify(t, id, step.img, true); r.Cluster.ID != step.want.ID || r.Cluster.New != step.want.New || step.want.Distance != 0 && !near(r.Cluster.Distance, step.want.Distance) {
@@ -274,6 +275,58 @@ func TestAChangeOfSpaceReembedsTheStoredImages(t *testing.T) {
 	emb2 := &meanColour{permute: true}
 	if _, problems, err := Open(opts, emb2); err != nil || len(problems) != 0 || emb2.calls.Load() != 0 {
 		t.Errorf("reopened in v2: problems %v, err %v, %d embedded; want none", problems, err, emb2.calls.Load())
+	}
+}
+
+// During a model version swap the old version's process and the new one's
+// have the same state directory open: once the new one has re-embedded the
+// state into its space, the old one's Save refuses to overwrite it
+// (ErrStateTaken) and changes nothing on disk; the new one keeps saving,
+// and a process of the old space opened later takes the state back by
+// re-embedding it.
+func TestSaveRefusesAStateTakenByAnotherSpace(t *testing.T) {
+	dir := t.TempDir()
+	old := newTestIdentifier(t, Options{StateDir: dir, Space: "m/1", ClusterThreshold: 0.3})
+	identify(t, old, uniform(4, colorRGBA(255, 0, 0)), true)
+	if err := old.Save(); err != nil {
+		t.Fatal(err)
+	}
+
+	newer := newTestIdentifier(t, Options{StateDir: dir, Space: "m/2", ClusterThreshold: 0.3})
+	taken, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(taken), `"space":"m/2"`) {
+		t.Fatalf("the new space did not write the state at Open: %s", taken)
+	}
+
+	identify(t, old, uniform(4, colorRGBA(0, 255, 0)), true) // a new cluster in the old space
+	err = old.Save()
+	if !errors.Is(err, ErrStateTaken) || !strings.Contains(err.Error(), `records space "m/2", this identifier's is "m/1"`) {
+		t.Fatalf("the old space's Save: %v, want ErrStateTaken naming both spaces", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, StateFile)); string(after) != string(taken) {
+		t.Errorf("the refused Save changed state.json:\n%s\nwas\n%s", after, taken)
+	}
+	if got := storedImages(t, dir); len(got) != 1 {
+		t.Errorf("stored images %v, want only red's: a refused Save writes no image", got)
+	}
+
+	identify(t, newer, uniform(4, colorRGBA(0, 0, 255)), true)
+	if err := newer.Save(); err != nil {
+		t.Errorf("the owner's Save: %v", err)
+	}
+	back := newTestIdentifier(t, Options{StateDir: dir, Space: "m/1", ClusterThreshold: 0.3})
+	if n := len(back.Clusters()); n != 2 {
+		t.Errorf("reopened in m/1: %d clusters, want the owner's 2 (red, blue)", n)
+	}
+	if err := newer.Save(); err != nil { // not dirty: nothing to write
+		t.Errorf("a Save with nothing changed: %v", err)
+	}
+	identify(t, newer, uniform(4, colorRGBA(255, 255, 0)), true)
+	if err := newer.Save(); !errors.Is(err, ErrStateTaken) {
+		t.Errorf("m/2 after m/1 took the state back: %v, want ErrStateTaken", err)
 	}
 }
 

@@ -14,10 +14,12 @@ var ErrNotFinite = errors.New("not finite")
 // the model found nothing in the image to describe.
 var ErrZeroVector = errors.New("zero vector: no usable content")
 
-// unit returns e in float64, scaled to length 1. It refuses an empty
-// vector, a NaN or infinite component (naming its index) and a zero
-// vector.
-func unit(e []float32) ([]float64, error) {
+
+// Unit returns e in float64, scaled to length 1. It refuses an empty
+// vector, a NaN or infinite component (naming its index; ErrNotFinite) and
+// a zero vector (ErrZeroVector). The plugin normalises its model's output
+// with it, so a frame and a gallery image are held to the same rule.
+func Unit(e []float32) ([]float64, error) {
 	if len(e) == 0 {
 		return nil, errors.New("empty embedding")
 	}
@@ -57,8 +59,8 @@ func norm(v []float64) float64 {
 	return math.Sqrt(s)
 }
 
-// distance is the Euclidean distance between a and b, of equal length.
-func distance(a, b []float64) float64 {
+// Distance is the Euclidean distance between a and b, of equal length.
+func Distance(a, b []float64) float64 {
 	var s float64
 	for i := range a {
 		d := a[i] - b[i]

@@ -1,12 +1,14 @@
 // Package tfplugintest holds what the TensorFlow plugins' tests share:
 // versions with an edited edgeinfer.toml, a plugin's sample.conf checked
-// against the manifests of the models it names, and bad frames.
+// against the manifests of the models it names, bad frames, a frame's
+// decoded output and golden .npy files.
 package tfplugintest
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
+	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
 
 // EditedCopy copies the version in dir with its edgeinfer.toml changed by
@@ -112,4 +115,60 @@ func CheckBadFrames(t *testing.T, task Inferrer, pipeline string) {
 	if err == nil || !strings.Contains(err.Error(), `pipeline "other" is not configured`) {
 		t.Errorf("unknown pipeline: %v", err)
 	}
+}
+
+// Infer runs f through task and decodes its output JSON into a T (the
+// plugin's output type); an error fails the test.
+func Infer[T any](t testing.TB, task Inferrer, f sdk.Frame) T {
+	t.Helper()
+	res, err := task.Infer(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out T
+	if err := json.Unmarshal(res.Output, &out); err != nil {
+		t.Fatalf("output %s: %v", res.Output, err)
+	}
+	return out
+}
+
+// ReadFloats reads a float32 .npy file (a golden file): its values and shape.
+func ReadFloats(t testing.TB, path string) ([]float32, []int64) {
+	t.Helper()
+	a, err := npy.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := a.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, a.Shape
+}
+
+// ModelDir is version 1 of model name in the repository the environment
+// variable env names (EDGEINFER_MODELS, or EDGEINFER_REAL_MODELS for the
+// imported real models); make test sets both. A missing version fails the
+// test naming what installs it.
+func ModelDir(t testing.TB, env, name string) string {
+	t.Helper()
+	repo := os.Getenv(env)
+	if repo == "" {
+		t.Fatalf("%s is not set: point it at the model repository (make test does)", env)
+	}
+	dir := filepath.Join(repo, name, "1")
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("%v: make models, models-trained or models-real installs it", err)
+	}
+	return dir
+}
+
+// NoiseFrame is a w x h frame of seeded random pixels for pipeline.
+func NoiseFrame(pipeline string, w, h int, seed uint64) sdk.Frame {
+	r := rand.New(rand.NewPCG(seed, 1))
+	rgb := make([]byte, w*h*3)
+	for i := range rgb {
+		rgb[i] = byte(r.IntN(256))
+	}
+	return sdk.Frame{Pipeline: pipeline, Width: w, Height: h, RGB: rgb}
 }
