@@ -41,7 +41,7 @@ func newEmbedder() *embedder { return &embedder{} }
 // spec is what tfplugin needs to know of embedding models.
 var spec = tfplugin.Spec[options]{
 	Task:  "embed",
-	Tasks: []string{manifest.TaskEmbed},
+	Tasks: []string{manifest.TaskEmbed, manifest.TaskSiamese}, // a Siamese model: its first tower (tfplugin feeds the pair a zero image)
 	Outputs: func(man manifest.Manifest) ([]string, error) {
 		if man.Input.Batch > 1 {
 			return nil, fmt.Errorf("input.batch is %d: embed runs one image at a time (batch 1, or 0: any)", man.Input.Batch)

@@ -123,59 +123,67 @@ func reference(t *testing.T, args ...string) {
 
 // The plugin's embedding of a frame is Python TensorFlow's for the same
 // frame (tf.image.resize, the manifest's normalisation, the SavedModel),
-// L2-normalised, within 1e-5, at the model's size and resized to it.
+// L2-normalised, within 1e-5, at the model's size and resized to it: for a
+// FaceNet and for Siamese towers (task siamese: the first tower, the pair
+// input a zero image; gray, so luma), the zoo's and the trained one.
 func TestEmbeddingEqualsPythonTensorFlow(t *testing.T) {
-	dir := tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "facenet")
-	e := load(t, dir, `{"embedding": true}`)
-	tmp := t.TempDir()
-	frames := []sdk.Frame{tfplugintest.NoiseFrame(testPipeline, 64, 64, 1), tfplugintest.NoiseFrame(testPipeline, 100, 80, 2), testFrame("ramp")}
-	args := []string{"embed", dir}
-	for i, f := range frames {
-		path := filepath.Join(tmp, strconv.Itoa(i))
-		if err := os.WriteFile(path+".rgb", f.RGB, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		args = append(args, path+".rgb", strconv.Itoa(f.Width), strconv.Itoa(f.Height), path+".npy")
-	}
-	reference(t, args...)
-	for i, f := range frames {
-		py, _ := tfplugintest.ReadFloats(t, filepath.Join(tmp, strconv.Itoa(i)+".npy"))
-		out := infer(t, e, f)
-		if out.Dim != 128 || len(out.Embedding) != 128 || len(py) != 128 {
-			t.Fatalf("%dx%d: dim %d, %d values, Python %d", f.Width, f.Height, out.Dim, len(out.Embedding), len(py))
-		}
-		length, pyLength := 0.0, 0.0
-		for i := range py {
-			length += out.Embedding[i] * out.Embedding[i]
-			pyLength += float64(py[i]) * float64(py[i])
-		}
-		worst := 0.0
-		for i := range py {
-			worst = math.Max(worst, math.Abs(out.Embedding[i]-float64(py[i])/math.Sqrt(pyLength)))
-		}
-		t.Logf("%dx%d: max |Go - Python| = %.3g, |e| = %.9f", f.Width, f.Height, worst, math.Sqrt(length))
-		if worst > 1e-5 {
-			t.Errorf("%dx%d: the embedding differs from Python's by %g > 1e-5", f.Width, f.Height, worst)
-		}
-		if math.Abs(math.Sqrt(length)-1) > 1e-9 {
-			t.Errorf("%dx%d: |e| = %v, want 1", f.Width, f.Height, math.Sqrt(length))
-		}
-		// No gallery: unknown, and clustered (on by default).
-		if out.Identity != nil || out.Distance != nil || len(out.Top) != 0 || out.Cluster == nil || out.Gallery != nil {
-			t.Errorf("%dx%d: %+v", f.Width, f.Height, out)
-		}
+	for _, name := range []string{"facenet", "siamese", "ident_siamese"} {
+		t.Run(name, func(t *testing.T) {
+			dir := tfplugintest.ModelDir(t, "EDGEINFER_MODELS", name)
+			e := load(t, dir, `{"embedding": true}`)
+			tmp := t.TempDir()
+			frames := []sdk.Frame{tfplugintest.NoiseFrame(testPipeline, 64, 64, 1), tfplugintest.NoiseFrame(testPipeline, 100, 80, 2), testFrame("ramp")}
+			args := []string{"embed", dir}
+			for i, f := range frames {
+				path := filepath.Join(tmp, strconv.Itoa(i))
+				if err := os.WriteFile(path+".rgb", f.RGB, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, path+".rgb", strconv.Itoa(f.Width), strconv.Itoa(f.Height), path+".npy")
+			}
+			reference(t, args...)
+			for i, f := range frames {
+				py, _ := tfplugintest.ReadFloats(t, filepath.Join(tmp, strconv.Itoa(i)+".npy"))
+				out := infer(t, e, f)
+				if out.Dim != len(py) || len(out.Embedding) != len(py) {
+					t.Fatalf("%dx%d: dim %d, %d values, Python %d", f.Width, f.Height, out.Dim, len(out.Embedding), len(py))
+				}
+				length, pyLength := 0.0, 0.0
+				for i := range py {
+					length += out.Embedding[i] * out.Embedding[i]
+					pyLength += float64(py[i]) * float64(py[i])
+				}
+				worst := 0.0
+				for i := range py {
+					worst = math.Max(worst, math.Abs(out.Embedding[i]-float64(py[i])/math.Sqrt(pyLength)))
+				}
+				t.Logf("%dx%d: max |Go - Python| = %.3g, |e| = %.9f", f.Width, f.Height, worst, math.Sqrt(length))
+				if worst > 1e-5 {
+					t.Errorf("%dx%d: the embedding differs from Python's by %g > 1e-5", f.Width, f.Height, worst)
+				}
+				if math.Abs(math.Sqrt(length)-1) > 1e-9 {
+					t.Errorf("%dx%d: |e| = %v, want 1", f.Width, f.Height, math.Sqrt(length))
+				}
+				// No gallery: unknown, and clustered (on by default).
+				if out.Identity != nil || out.Distance != nil || len(out.Top) != 0 || out.Cluster == nil || out.Gallery != nil {
+					t.Errorf("%dx%d: %+v", f.Width, f.Height, out)
+				}
+			}
+		})
 	}
 }
 
 // Validate reruns the golden samples through the loaded model.
 func TestValidatePassesOnTheZooModel(t *testing.T) {
-	e := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "facenet"), "")
-	v, err := e.Validate(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v.Samples < 1 || v.Tolerance != golden.Tolerance || v.MaxAbsDiff > v.Tolerance {
-		t.Errorf("validation %+v", v)
+	for _, name := range []string{"facenet", "siamese"} { // siamese: both inputs of its golden pairs
+		e := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", name), "")
+		v, err := e.Validate(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Samples < 1 || v.Tolerance != golden.Tolerance || v.MaxAbsDiff > v.Tolerance {
+			t.Errorf("%s: validation %+v", name, v)
+		}
 	}
 }
 
@@ -472,17 +480,19 @@ func TestANewerVersionOwnsTheSharedState(t *testing.T) {
 func TestVerifySaysSameOrDifferent(t *testing.T) {
 	ref := filepath.Join(t.TempDir(), "me.png")
 	writePNG(t, ref, testFrame("ramp"))
-	e := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", "facenet"), `{"verify": "`+ref+`", "threshold": 0.05, "cluster_threshold": 0}`)
-	for _, tc := range []struct {
-		frame string
-		same  bool
-	}{{"ramp", true}, {"checker", false}} {
-		out := infer(t, e, testFrame(tc.frame))
-		if out.Verify == nil || out.Verify.Same != tc.same || out.Verify.Threshold != 0.05 || tc.same != (out.Verify.Distance < 1e-6) {
-			t.Errorf("%s: verify %+v, want same %v", tc.frame, out.Verify, tc.same)
-		}
-		if out.Gallery != nil || out.Cluster != nil || out.Embedding != nil {
-			t.Errorf("%s: %+v: only verify asked for", tc.frame, out)
+	for _, name := range []string{"facenet", "siamese"} { // a Siamese model verifies with its tower, as the issue's "verify" asks
+		e := load(t, tfplugintest.ModelDir(t, "EDGEINFER_MODELS", name), `{"verify": "`+ref+`", "threshold": 0.05, "cluster_threshold": 0}`)
+		for _, tc := range []struct {
+			frame string
+			same  bool
+		}{{"ramp", true}, {"checker", false}} {
+			out := infer(t, e, testFrame(tc.frame))
+			if out.Verify == nil || out.Verify.Same != tc.same || out.Verify.Threshold != 0.05 || tc.same != (out.Verify.Distance < 1e-6) {
+				t.Errorf("%s, %s: verify %+v, want same %v", name, tc.frame, out.Verify, tc.same)
+			}
+			if out.Gallery != nil || out.Cluster != nil || out.Embedding != nil {
+				t.Errorf("%s, %s: %+v: only verify asked for", name, tc.frame, out)
+			}
 		}
 	}
 }

@@ -61,8 +61,13 @@ type Model[O any] struct {
 	tolerance float64 // for Validate; 0: golden.Tolerance
 	model     *tfmodels.Model
 	pipelines map[string]O
+	pairing   bool // the signature takes input.pair_key too (a Siamese model): fed pair
 
-	input         *tfmodels.Tensor // [1, height, width, channels], reused across frames
+	input *tfmodels.Tensor // [1, height, width, channels], reused across frames
+	// pair is the zero image fed to a Siamese model's second input
+	// (input.pair_key): its towers share their weights, so the first
+	// tower's output depends on the frame alone. nil for other models.
+	pair          *tfmodels.Tensor
 	height, width int
 	rgb, inner    []float32 // scratch: the frame's RGB values at the input size; letterbox scratch
 }
@@ -104,11 +109,16 @@ func (m *Model[O]) load(req sdk.LoadRequest, spec Spec[O]) (sdk.ModelInfo, error
 	if m.model, err = tfmodels.Load(req.ModelDir, tfmodels.Options{IntraOpThreads: req.Threads}); err != nil {
 		return sdk.ModelInfo{}, err
 	}
-	signature, input := man.Signature, man.Input.Key
+	signature, inputs := man.Signature, []string{man.Input.Key}
 	if spec.Signature != nil {
+		var input string
 		signature, input = spec.Signature(man)
+		inputs = []string{input}
+	} else if man.Input.PairKey != "" {
+		inputs = append(inputs, man.Input.PairKey)
+		m.pairing = true
 	}
-	if m.Runner, err = m.model.Runner(signature, []string{input}, outputs); err != nil {
+	if m.Runner, err = m.model.Runner(signature, inputs, outputs); err != nil {
 		return sdk.ModelInfo{}, err
 	}
 	in := m.Runner.Inputs()[0]
@@ -262,21 +272,33 @@ func (m *Model[O]) prepare(w, h int) error {
 	if m.input != nil && w == m.width && h == m.height {
 		return nil
 	}
-	if m.input != nil {
-		m.input.Close()
+	for _, t := range []*tfmodels.Tensor{m.input, m.pair} {
+		if t != nil {
+			t.Close()
+		}
 	}
+	m.input, m.pair = nil, nil
+	m.width, m.height = 0, 0
+	shape := []int64{1, int64(h), int64(w), int64(m.Man.Input.Channels)}
 	var err error
-	m.input, err = tfmodels.NewTensor(tfmodels.Float32, 1, int64(h), int64(w), int64(m.Man.Input.Channels))
-	if err != nil {
-		m.width, m.height = 0, 0
+	if m.input, err = tfmodels.NewTensor(tfmodels.Float32, shape...); err != nil {
 		return err
+	}
+	if m.pairing {
+		if m.pair, err = tfmodels.NewTensor(tfmodels.Float32, shape...); err != nil { // zeros
+			return err
+		}
 	}
 	m.width, m.height = w, h
 	return nil
 }
 
-// Run runs the input tensor; the caller frees the outputs (Free).
+// Run runs the input tensor (and a Siamese model's zero pair); the caller
+// frees the outputs (Free).
 func (m *Model[O]) Run() ([]*tfmodels.Tensor, error) {
+	if m.pair != nil {
+		return m.Runner.Run(m.input, m.pair)
+	}
 	return m.Runner.Run(m.input)
 }
 
@@ -325,8 +347,10 @@ func Free(ts []*tfmodels.Tensor) {
 
 // Close frees the input tensor and the model. It is safe to call more than once.
 func (m *Model[O]) Close() error {
-	if m.input != nil {
-		m.input.Close()
+	for _, t := range []*tfmodels.Tensor{m.input, m.pair} {
+		if t != nil {
+			t.Close()
+		}
 	}
 	var err error
 	if m.model != nil {

@@ -4,7 +4,8 @@
       each frame (a file of packed RGB bytes, height x width x 3) brought to
       the model's input as MODEL_DIR/edgeinfer.toml says (tf.image.resize
       bilinear to the input size, then scale, mean, std) and run through the
-      signature: its raw output.embedding -> OUT (.npy, float32 [dim])
+      signature: its raw output.embedding -> OUT (.npy, float32 [dim]); a gray
+      model gets luma, a Siamese model's pair input (input.pair_key) zeros
 
   reference.py decide IN.json OUT.json
       the numpy decisions of tfmodels/zoo/identities.py on the plugin's
@@ -47,8 +48,13 @@ def cmd_embed(model_dir, *frames):
     for i in range(0, len(frames), 4):
         frame_path, width, height, out = frames[i:i + 4]
         x = resize(read_frame(frame_path, width, height), inp["width"], inp["height"])
+        if inp["channels"] == 1:  # luma, as the plugin feeds a gray model
+            x = tf.reduce_sum(x * [0.299, 0.587, 0.114], axis=-1, keepdims=True)
         x = tf.cast((x * inp["scale"] - inp["mean"]) / inp["std"], tf.float32)[None]
-        np.save(out, model(**{inp["key"]: x})[man["output"]["embedding"]][0].numpy().astype(np.float32))
+        feeds = {inp["key"]: x}
+        if inp.get("pair_key"):  # a Siamese model: the first tower, the pair a zero image
+            feeds[inp["pair_key"]] = tf.zeros_like(x)
+        np.save(out, model(**feeds)[man["output"]["embedding"]][0].numpy().astype(np.float32))
 
 
 def cmd_badmodel(out_dir):
