@@ -209,18 +209,21 @@ type proc struct {
 }
 
 func (p *proc) Kill() {
-	if !p.killed.Swap(true) {
-		p.h.note("kill " + strconv.Itoa(p.n))
-	}
+	p.noteEnd()
 	p.Fake.Kill()
 }
 
 // Stop is a graceful Kill: the process ends as well ("kill" in the log).
 func (p *proc) Stop() {
+	p.noteEnd()
+	p.Fake.Stop()
+}
+
+// noteEnd logs the first end of the process, by Kill or Stop.
+func (p *proc) noteEnd() {
 	if !p.killed.Swap(true) {
 		p.h.note("kill " + strconv.Itoa(p.n))
 	}
-	p.Fake.Stop()
 }
 
 // task is the fake plugin: it records what it loaded and from which binary,

@@ -61,7 +61,6 @@ type Model[O any] struct {
 	tolerance float64 // for Validate; 0: golden.Tolerance
 	model     *tfmodels.Model
 	pipelines map[string]O
-	pairing   bool // the signature takes input.pair_key too (a Siamese model): fed pair
 
 	input *tfmodels.Tensor // [1, height, width, channels], reused across frames
 	// pair is the zero image fed to a Siamese model's second input
@@ -116,7 +115,6 @@ func (m *Model[O]) load(req sdk.LoadRequest, spec Spec[O]) (sdk.ModelInfo, error
 		inputs = []string{input}
 	} else if man.Input.PairKey != "" {
 		inputs = append(inputs, man.Input.PairKey)
-		m.pairing = true
 	}
 	if m.Runner, err = m.model.Runner(signature, inputs, outputs); err != nil {
 		return sdk.ModelInfo{}, err
@@ -284,7 +282,7 @@ func (m *Model[O]) prepare(w, h int) error {
 	if m.input, err = tfmodels.NewTensor(tfmodels.Float32, shape...); err != nil {
 		return err
 	}
-	if m.pairing {
+	if len(m.Runner.Inputs()) > 1 { // input.pair_key: a Siamese model
 		if m.pair, err = tfmodels.NewTensor(tfmodels.Float32, shape...); err != nil { // zeros
 			return err
 		}

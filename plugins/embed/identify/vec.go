@@ -14,7 +14,6 @@ var ErrNotFinite = errors.New("not finite")
 // the model found nothing in the image to describe.
 var ErrZeroVector = errors.New("zero vector: no usable content")
 
-
 // Unit returns e in float64, scaled to length 1. It refuses an empty
 // vector, a NaN or infinite component (naming its index; ErrNotFinite) and
 // a zero vector (ErrZeroVector). The plugin normalises its model's output
