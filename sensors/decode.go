@@ -6,10 +6,21 @@ import (
 	"fmt"
 	"image"
 	"image/draw"
+	_ "image/gif"  // GIF decoder for DecodeImage (the first frame)
 	_ "image/jpeg" // JPEG decoder for DecodeImage
 	_ "image/png"  // PNG decoder for DecodeImage
 	"io"
+
+	_ "golang.org/x/image/bmp"  // BMP decoder for DecodeImage
+	_ "golang.org/x/image/tiff" // TIFF decoder for DecodeImage
+	_ "golang.org/x/image/webp" // WebP decoder for DecodeImage
 )
+
+// Formats names the image formats DecodeImage reads, for messages.
+const Formats = "JPEG, PNG, GIF, BMP, TIFF or WebP"
+
+// Extensions are the file name extensions of those formats, lower case.
+var Extensions = []string{".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
 // Limits bound what a sensor accepts as an image. They protect the daemon
 // from a file or payload that would take too much memory or cannot be a
@@ -26,9 +37,9 @@ var DefaultLimits = Limits{MaxBytes: 32 << 20, MaxPixels: 40_000_000, MinSide: 8
 // ErrBadImage is wrapped by every error DecodeImage returns.
 var ErrBadImage = errors.New("bad image")
 
-// DecodeImage decodes a JPEG or PNG into packed RGB. The header is read
-// first, so an image over the pixel limit is refused before any pixel is
-// decoded.
+// DecodeImage decodes a JPEG, PNG, GIF (its first frame), BMP, TIFF or WebP
+// into packed RGB. The header is read first, so an image over the pixel
+// limit is refused before any pixel is decoded.
 func DecodeImage(data []byte, lim Limits) (w, h int, rgb []byte, err error) {
 	if len(data) == 0 {
 		return 0, 0, nil, fmt.Errorf("%w: empty (0 bytes)", ErrBadImage)
@@ -38,7 +49,7 @@ func DecodeImage(data []byte, lim Limits) (w, h int, rgb []byte, err error) {
 	}
 	format := sniff(data)
 	if format == "" {
-		return 0, 0, nil, fmt.Errorf("%w: not a JPEG or PNG image (%d bytes starting %q)", ErrBadImage, len(data), data[:min(len(data), 8)])
+		return 0, 0, nil, fmt.Errorf("%w: not a %s image (%d bytes starting %q)", ErrBadImage, Formats, len(data), data[:min(len(data), 8)])
 	}
 	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
@@ -58,26 +69,41 @@ func DecodeImage(data []byte, lim Limits) (w, h int, rgb []byte, err error) {
 	return w, h, rgb, nil
 }
 
-// sniff names the format from the first bytes: "jpeg", "png" or "".
+// sniff names the format from the first bytes: "jpeg", "png", "gif",
+// "bmp", "tiff", "webp" or "".
 func sniff(data []byte) string {
 	switch {
 	case bytes.HasPrefix(data, []byte{0xff, 0xd8, 0xff}):
 		return "jpeg"
 	case bytes.HasPrefix(data, []byte("\x89PNG\r\n\x1a\n")):
 		return "png"
+	case bytes.HasPrefix(data, []byte("GIF87a")), bytes.HasPrefix(data, []byte("GIF89a")):
+		return "gif"
+	case bytes.HasPrefix(data, []byte("BM")):
+		return "bmp"
+	case bytes.HasPrefix(data, []byte("II*\x00")), bytes.HasPrefix(data, []byte("MM\x00*")):
+		return "tiff"
+	case len(data) >= 12 && bytes.HasPrefix(data, []byte("RIFF")) && string(data[8:12]) == "WEBP":
+		return "webp"
 	}
 	return ""
 }
 
-// corrupt says why a JPEG or PNG did not decode, calling a cut-off file
-// (no end marker: JPEG's EOI, PNG's IEND chunk) truncated.
+// corrupt says why an image did not decode, calling a cut-off file
+// truncated: one that ends early for its decoder, or a JPEG, PNG or GIF
+// without its end marker (EOI, the IEND chunk, the trailer byte).
 func corrupt(format string, data []byte, err error) string {
 	size := len(data)
-	ended := bytes.HasSuffix(data, []byte{0xff, 0xd9})
-	if format == "png" {
+	ended := true
+	switch format {
+	case "jpeg":
+		ended = bytes.HasSuffix(data, []byte{0xff, 0xd9})
+	case "png":
 		ended = bytes.HasSuffix(data, []byte("IEND\xaeB`\x82"))
+	case "gif":
+		ended = bytes.HasSuffix(data, []byte{0x3b})
 	}
-	if !ended || errors.Is(err, io.ErrUnexpectedEOF) {
+	if !ended || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return fmt.Sprintf("%s is truncated (%d bytes): %v", format, size, err)
 	}
 	return fmt.Sprintf("%s is corrupt: %v", format, err)

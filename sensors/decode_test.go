@@ -5,20 +5,21 @@ import (
 	"errors"
 	"image"
 	"image/color"
+	"image/color/palette"
+	"image/gif"
 	"image/jpeg"
 	"image/png"
+	"os"
 	"strings"
 	"testing"
+
+	"golang.org/x/image/bmp"
+	"golang.org/x/image/tiff"
 )
 
 func encode(t *testing.T, w, h int, asJPEG bool) []byte {
 	t.Helper()
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	for y := 0; y < h; y++ {
-		for x := 0; x < w; x++ {
-			img.Set(x, y, color.RGBA{uint8(x), uint8(y), uint8(x + y), 255})
-		}
-	}
+	img := gradient(w, h)
 	var b bytes.Buffer
 	var err error
 	if asJPEG {
@@ -66,7 +67,8 @@ func TestDecodeImageNamesWhatIsWrong(t *testing.T) {
 		want string
 	}{
 		{"empty", nil, "empty (0 bytes)"},
-		{"text", []byte("hello, world\n"), `not a JPEG or PNG image (13 bytes starting "hello, w")`},
+		{"text", []byte("hello, world\n"), `not a JPEG, PNG, GIF, BMP, TIFF or WebP image (13 bytes starting "hello, w")`},
+		{"truncated gif", gifOf(t)[:40], "gif is truncated (40 bytes)"},
 		{"truncated header", jpg[:20], "jpeg is truncated (20 bytes)"},
 		{"truncated pixels", jpg[:len(jpg)-200], "64x64 jpeg is truncated"},
 		{"too small", encode(t, 1, 1, false), "png of 1x1 pixels is under the minimum side of 8 pixels"},
@@ -77,6 +79,80 @@ func TestDecodeImageNamesWhatIsWrong(t *testing.T) {
 			_, _, _, err := DecodeImage(tc.data, lim)
 			if !errors.Is(err, ErrBadImage) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// gradient is the w x h image whose pixel (x, y) is (x, y, x+y);
+// testdata/gradient.webp holds it at 40x30 (written losslessly by Pillow:
+// Image.new("RGB", (40, 30)) with those pixels, save(lossless=True)).
+func gradient(w, h int) *image.RGBA {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := range h {
+		for x := range w {
+			img.Set(x, y, color.RGBA{uint8(x), uint8(y), uint8(x + y), 255})
+		}
+	}
+	return img
+}
+
+// gifOf encodes a gradient as a GIF.
+func gifOf(t *testing.T) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := gif.Encode(&b, gradient(40, 30), nil); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestDecodeImageReadsGIFBMPTIFFAndWebPPixelForPixel(t *testing.T) {
+	encoded := func(enc func(*bytes.Buffer) error) []byte {
+		var b bytes.Buffer
+		if err := enc(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	webp, err := os.ReadFile("testdata/gradient.webp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A GIF's palette (Plan 9's 256 colours here) does not hold every
+	// pixel: the GIF is compared with what the palette gives.
+	src := gradient(40, 30)
+	paletted := image.NewPaletted(src.Bounds(), palette.Plan9)
+	for y := range 30 {
+		for x := range 40 {
+			paletted.Set(x, y, src.At(x, y))
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want image.Image
+	}{
+		{"gif", encoded(func(b *bytes.Buffer) error { return gif.Encode(b, paletted, nil) }), paletted},
+		{"bmp", encoded(func(b *bytes.Buffer) error { return bmp.Encode(b, src) }), src},
+		{"tiff", encoded(func(b *bytes.Buffer) error { return tiff.Encode(b, src, &tiff.Options{Compression: tiff.Deflate}) }), src},
+		{"webp (lossless)", webp, src},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, h, rgb, err := DecodeImage(tc.data, DefaultLimits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w != 40 || h != 30 {
+				t.Fatalf("%dx%d, want 40x30", w, h)
+			}
+			for y := range h {
+				for x := range w {
+					r, g, b, _ := tc.want.At(x, y).RGBA()
+					if got := rgb[(y*w+x)*3:][:3]; got[0] != uint8(r>>8) || got[1] != uint8(g>>8) || got[2] != uint8(b>>8) {
+						t.Fatalf("pixel (%d,%d) = %v, want %d %d %d", x, y, got, r>>8, g>>8, b>>8)
+					}
+				}
 			}
 		})
 	}

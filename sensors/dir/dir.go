@@ -1,9 +1,10 @@
-// Package dir is the sensor kind that watches a folder for JPEG and PNG
-// files. Files already there when it starts are read first, in name order,
-// then each new file once it is complete (no write for the settle time).
-// Every file is delivered losslessly, then moved to done_dir when all
-// pipelines succeeded or to failed_dir when one failed or the file is no
-// image, so each file is processed exactly once.
+// Package dir is the sensor kind that watches a folder for image files
+// (JPEG, PNG, GIF, BMP, TIFF, WebP). Files already there when it starts are
+// read first, in name order, then each new file once it is complete (no
+// write for the settle time). Every file is delivered losslessly, then
+// moved to done_dir when all pipelines succeeded or to failed_dir when one
+// failed or the file is no image, so each file is processed exactly once.
+// A file its patterns do not take is reported once and left alone.
 package dir
 
 import (
@@ -53,11 +54,16 @@ type sensor struct {
 
 	mu       sync.Mutex
 	inFlight map[string]bool // names read and not yet moved out of path
+
+	reported map[string]bool // names matching no pattern, reported once; Run's goroutine only
 }
 
 // New builds a dir sensor from its config.
 func New(env sensors.Env, decode sensors.Decoder) (sensors.Sensor, error) {
-	cfg := config{Patterns: []string{"*.jpg", "*.jpeg", "*.png"}, Settle: "200ms"}
+	cfg := config{Settle: "200ms"}
+	for _, ext := range sensors.Extensions {
+		cfg.Patterns = append(cfg.Patterns, "*"+ext)
+	}
 	if err := decode(&cfg); err != nil {
 		return nil, err
 	}
@@ -74,7 +80,7 @@ func New(env sensors.Env, decode sensors.Decoder) (sensors.Sensor, error) {
 	if !info.IsDir() {
 		return nil, fmt.Errorf("path %q is not a directory", cfg.Path)
 	}
-	s := &sensor{env: env, path: filepath.Clean(cfg.Path), inFlight: map[string]bool{}}
+	s := &sensor{env: env, path: filepath.Clean(cfg.Path), inFlight: map[string]bool{}, reported: map[string]bool{}}
 
 	if len(cfg.Patterns) == 0 {
 		return nil, errors.New("patterns: must not be empty")
@@ -109,19 +115,46 @@ func New(env sensors.Env, decode sensors.Decoder) (sensors.Sensor, error) {
 	return s, nil
 }
 
-// wanted reports whether a file called name is an input: it matches a
-// pattern and is neither hidden nor a temporary file being written.
-func (s *sensor) wanted(name string) bool {
+// skipped reports whether a file called name is hidden or a temporary
+// file still being written: never an input, and never reported.
+func skipped(name string) bool {
 	lower := strings.ToLower(name)
-	if strings.HasPrefix(name, ".") || strings.HasSuffix(lower, ".tmp") || strings.HasSuffix(lower, ".part") {
-		return false
-	}
+	return strings.HasPrefix(name, ".") || strings.HasSuffix(lower, ".tmp") || strings.HasSuffix(lower, ".part")
+}
+
+// matches reports whether name matches one of the patterns.
+func (s *sensor) matches(name string) bool {
+	lower := strings.ToLower(name)
 	for _, p := range s.patterns {
 		if ok, _ := filepath.Match(p, lower); ok {
 			return true
 		}
 	}
 	return false
+}
+
+// wanted reports whether a file called name is an input: it matches a
+// pattern and is not skipped.
+func (s *sensor) wanted(name string) bool { return !skipped(name) && s.matches(name) }
+
+// errUnmatched is what a file matching no pattern is reported with.
+var errUnmatched = errors.New("not read")
+
+// unmatched reports the regular file called name, which matches no
+// pattern, as a bad input, once for as long as it stays in the folder.
+// It is left where it is: it may belong to someone else.
+func (s *sensor) unmatched(sink sensors.Sink, name string) {
+	if s.reported[name] || skipped(name) {
+		return
+	}
+	path := filepath.Join(s.path, name)
+	if info, err := os.Stat(path); err != nil || !info.Mode().IsRegular() {
+		return
+	}
+	s.reported[name] = true
+	err := fmt.Errorf("%w: its name matches none of the patterns %q (left in place; the dir sensor reads %s images)", errUnmatched, s.patterns, sensors.Formats)
+	s.env.Logger.Warn("bad input", "source", path, "err", err)
+	sink.BadInput(path, err)
 }
 
 // Run watches the folder and delivers its files until ctx ends. It returns
@@ -147,7 +180,7 @@ func (s *sensor) Run(ctx context.Context, sink sensors.Sink) error {
 		return fmt.Errorf("watch %s: %w", s.path, err)
 	}
 	pending := map[string]time.Time{}
-	if err := s.scan(pending); err != nil {
+	if err := s.scan(sink, pending); err != nil {
 		return err
 	}
 
@@ -167,8 +200,15 @@ func (s *sensor) Run(ctx context.Context, sink sensors.Sink) error {
 			}
 			// A rename into the folder is a Create.
 			name := filepath.Base(ev.Name)
-			if filepath.Dir(ev.Name) == s.path && ev.Has(fsnotify.Create|fsnotify.Write) && s.wanted(name) {
+			switch {
+			case filepath.Dir(ev.Name) != s.path:
+			case ev.Has(fsnotify.Remove | fsnotify.Rename):
+				delete(s.reported, name) // a new file of that name is reported again
+			case !ev.Has(fsnotify.Create | fsnotify.Write):
+			case s.wanted(name):
 				pending[name] = time.Now()
+			case ev.Has(fsnotify.Create):
+				s.unmatched(sink, name)
 			}
 
 		case err, ok := <-w.Errors:
@@ -180,7 +220,7 @@ func (s *sensor) Run(ctx context.Context, sink sensors.Sink) error {
 			}
 			// Events were lost: list the folder again.
 			sink.Event("dir_rescan", fmt.Sprintf("%s: too many file events at once, reading the folder again", s.path))
-			if err := s.scan(pending); err != nil {
+			if err := s.scan(sink, pending); err != nil {
 				return err
 			}
 
@@ -193,10 +233,11 @@ func (s *sensor) Run(ctx context.Context, sink sensors.Sink) error {
 }
 
 // scan adds to pending the inputs in the folder that are neither pending nor
-// in flight. They form one batch: all are taken as last written when the
-// newest of them was, so they settle together and are processed in name
-// order, before any file written later.
-func (s *sensor) scan(pending map[string]time.Time) error {
+// in flight, and reports the files matching no pattern. The inputs form one
+// batch: all are taken as last written when the newest of them was, so they
+// settle together and are processed in name order, before any file written
+// later.
+func (s *sensor) scan(sink sensors.Sink, pending map[string]time.Time) error {
 	entries, err := os.ReadDir(s.path)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", s.path, err)
@@ -205,6 +246,9 @@ func (s *sensor) scan(pending map[string]time.Time) error {
 	var newest time.Time
 	for _, e := range entries {
 		name := e.Name()
+		if !e.IsDir() && !s.matches(name) {
+			s.unmatched(sink, name)
+		}
 		if e.IsDir() || !s.wanted(name) || s.isInFlight(name) {
 			continue
 		}

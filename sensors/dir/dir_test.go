@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/gif"
 	"image/jpeg"
 	"io/fs"
 	"os"
@@ -113,7 +114,11 @@ func TestSampleConfDecodes(t *testing.T) {
 	if err := decode(&cfg); err != nil {
 		t.Fatalf("sample.conf: %v", err)
 	}
-	if cfg.Path != "/var/lib/edgeinfer/inbox" || len(cfg.Patterns) != 3 || cfg.Settle != "200ms" {
+	var defaults []string
+	for _, ext := range sensors.Extensions {
+		defaults = append(defaults, "*"+ext)
+	}
+	if cfg.Path != "/var/lib/edgeinfer/inbox" || !slices.Equal(cfg.Patterns, defaults) || cfg.Settle != "200ms" {
 		t.Errorf("sample.conf decodes to %+v", cfg)
 	}
 	if k, ok := sensors.Lookup("dir"); !ok || k.SampleConfig != sampleConf {
@@ -242,13 +247,19 @@ func writeSlowly(path string, data []byte, n int, pause time.Duration) error {
 	return f.Close()
 }
 
-func TestBadFilesGoToFailedAndOthersAreIgnored(t *testing.T) {
+func TestBadFilesGoToFailedUnmatchedOnesAreReportedOnceAndOthersAreIgnored(t *testing.T) {
 	inbox := t.TempDir()
 	sink := &sensortest.Sink{OnFrame: finishWith(nil)}
+	good, _ := sensortest.PNG(t, 16, 16, 1)
+	write(t, filepath.Join(inbox, "there-before.txt"), good) // found by the first listing
 	start(t, inbox, `settle = "50ms"`, sink)
 
 	var jpg bytes.Buffer
 	if err := jpeg.Encode(&jpg, image.NewGray(image.Rect(0, 0, 64, 64)), nil); err != nil {
+		t.Fatal(err)
+	}
+	var gifData bytes.Buffer
+	if err := gif.Encode(&gifData, image.NewGray(image.Rect(0, 0, 16, 16)), nil); err != nil {
 		t.Fatal(err)
 	}
 	bad := map[string][]byte{
@@ -259,41 +270,63 @@ func TestBadFilesGoToFailedAndOthersAreIgnored(t *testing.T) {
 	for name, data := range bad {
 		write(t, filepath.Join(inbox, name), data)
 	}
-	ignored := []string{".hidden.png", "photo.png.part", "photo.png.tmp", "notes.txt"}
-	good, _ := sensortest.PNG(t, 16, 16, 1)
+	write(t, filepath.Join(inbox, "still.GIF"), gifData.Bytes()) // a default pattern, any case
+	ignored := []string{".hidden.png", "photo.png.part", "photo.png.tmp"}
 	for _, name := range ignored {
 		write(t, filepath.Join(inbox, name), good)
 	}
+	unmatched := []string{"notes.txt", "there-before.txt"}
+	write(t, filepath.Join(inbox, "notes.txt"), good)
+	write(t, filepath.Join(inbox, "notes.txt"), good) // written again: still one report
 	if err := os.Mkdir(filepath.Join(inbox, "folder.png"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 
 	failed := filepath.Join(inbox, "failed")
-	sensortest.WaitFor(t, 5*time.Second, "3 files in failed/", func() bool { return len(files(t, failed)) == 3 })
-	time.Sleep(200 * time.Millisecond) // time enough to (wrongly) take the others
+	sensortest.WaitFor(t, 5*time.Second, "3 files in failed/ and the GIF in done/", func() bool {
+		return len(files(t, failed)) == 3 && len(files(t, filepath.Join(inbox, "done"))) == 1
+	})
+	time.Sleep(200 * time.Millisecond) // time enough to (wrongly) take or report the others
 
 	if got, want := files(t, failed), []string{"empty.png", "truncated.jpg", "x.jpg"}; !slices.Equal(got, want) {
 		t.Errorf("failed/ holds %v, want %v", got, want)
 	}
-	reports := map[string]error{}
+	if got := files(t, filepath.Join(inbox, "done")); !slices.Equal(got, []string{"still.GIF"}) || len(sink.Frames()) != 1 {
+		t.Errorf("done/ holds %v and %d frames came, want the GIF's", got, len(sink.Frames()))
+	}
+	reports := map[string][]error{}
 	for _, b := range sink.BadInputs() {
-		reports[b.Source] = b.Err
+		reports[b.Source] = append(reports[b.Source], b.Err)
 	}
 	for name := range bad {
-		if err := reports[filepath.Join(inbox, name)]; !errors.Is(err, sensors.ErrBadImage) {
-			t.Errorf("BadInput for %s = %v, want a bad image error", name, err)
+		if errs := reports[filepath.Join(inbox, name)]; len(errs) != 1 || !errors.Is(errs[0], sensors.ErrBadImage) {
+			t.Errorf("BadInput for %s = %v, want one bad image error", name, errs)
 		}
 	}
-	if len(reports) != 3 || len(sink.Frames()) != 0 {
-		t.Errorf("got %d bad inputs and %d frames, want 3 and 0", len(reports), len(sink.Frames()))
+	for _, name := range unmatched {
+		errs := reports[filepath.Join(inbox, name)]
+		if len(errs) != 1 || !errors.Is(errs[0], errUnmatched) || !strings.Contains(errs[0].Error(), "*.webp") {
+			t.Errorf("BadInput for %s = %v, want one report naming the patterns", name, errs)
+		}
 	}
-	slices.Sort(ignored)
-	if got := files(t, inbox); !slices.Equal(got, ignored) {
-		t.Errorf("inbox holds %v, want the ignored files %v untouched", got, ignored)
+	if len(reports) != len(bad)+len(unmatched) {
+		t.Errorf("bad inputs reported for %d files, want %d: %v", len(reports), len(bad)+len(unmatched), reports)
 	}
-	if got := files(t, filepath.Join(inbox, "done")); len(got) != 0 {
-		t.Errorf("done/ holds %v", got)
+	want := append(slices.Clone(ignored), unmatched...)
+	slices.Sort(want)
+	if got := files(t, inbox); !slices.Equal(got, want) {
+		t.Errorf("inbox holds %v, want the ignored and unmatched files %v untouched", got, want)
 	}
+
+	// Removed and dropped again, an unmatched file is a new one: reported again.
+	if err := os.Remove(filepath.Join(inbox, "notes.txt")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	write(t, filepath.Join(inbox, "notes.txt"), good)
+	sensortest.WaitFor(t, 5*time.Second, "notes.txt reported again", func() bool {
+		return len(sink.BadInputs()) == len(bad)+len(unmatched)+1
+	})
 }
 
 func TestFileIsMovedToFailedWhenAPipelineFails(t *testing.T) {

@@ -1,5 +1,6 @@
 // Package file is the sensor kind that plays one image or one video file,
-// once or in a loop. An image (.jpg, .jpeg, .png) is decoded once and
+// once or in a loop. An image (.jpg, .jpeg, .png, .gif, .bmp, .tif, .tiff,
+// .webp) is decoded once and
 // delivered again every interval when looping; any other file is a video,
 // decoded by ffmpeg through the ffmpeg kind's Command. Frames are delivered
 // losslessly: nothing is skipped, the file plays as fast as the pipelines go.
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -104,13 +106,10 @@ func New(env sensors.Env, decode sensors.Decoder) (sensors.Sensor, error) {
 	return s, nil
 }
 
-// isImage reports whether path names a JPEG or PNG file.
+// isImage reports whether path names an image file (sensors.Extensions);
+// anything else is played as a video through ffmpeg.
 func isImage(path string) bool {
-	switch strings.ToLower(filepath.Ext(path)) {
-	case ".jpg", ".jpeg", ".png":
-		return true
-	}
-	return false
+	return slices.Contains(sensors.Extensions, strings.ToLower(filepath.Ext(path)))
 }
 
 // Run plays the file. It returns nil when it has been played once (or when

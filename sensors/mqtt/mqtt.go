@@ -1,4 +1,5 @@
-// Package mqtt is the sensor kind that takes JPEG or PNG images published
+// Package mqtt is the sensor kind that takes images (JPEG, PNG, GIF, BMP,
+// TIFF, WebP) published
 // on an MQTT topic, through the daemon's own MQTT connection. Every message
 // is one image. Frames are delivered losslessly: the handler waits until the
 // pipelines have taken the frame, which slows the MQTT client down rather
