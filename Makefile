@@ -70,10 +70,10 @@ $(MODELS)/.tiny: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
 
 ## models-trained: the detectors trained on the generated shapes set (tfmodels/zoo/
 ## train_yolov3.py, train_rcnn.py), the segmenter (train_seg.py), the video model
-## (train_video.py) and the embedding models (train_embed.py), each trained on its
-## own generated set, added to $(MODELS)/. Training takes minutes, once
-## per machine: the versions are cached in ~/.cache/edgeinfer/trained, keyed by a hash
-## of the code and data that make them.
+## (train_video.py), the embedding models (train_embed.py) and the face detector whose
+## crops they identify (train_facedet.py), each trained on its own generated set, added
+## to $(MODELS)/. Training takes minutes, once per machine: the versions are cached in
+## ~/.cache/edgeinfer/trained, keyed by a hash of the code and data that make them.
 models-trained: $(MODELS)/.trained
 
 $(MODELS)/.trained: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
@@ -82,6 +82,7 @@ $(MODELS)/.trained: $(VENV)/.installed $(wildcard tfmodels/zoo/*.py)
 	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_seg --out $(MODELS)
 	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_video --out $(MODELS)
 	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_embed --out $(MODELS)
+	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m tfmodels.zoo.train_facedet --out $(MODELS)
 	touch $@
 
 ## models-full: the paper-sized models the benchmarks use, in $(MODELS)-full/.

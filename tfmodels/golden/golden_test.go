@@ -16,12 +16,12 @@ import (
 
 // zooModels are the tiny exports `make models` writes (tfmodels/zoo/export.py
 // REGISTRY) and the models `make models-trained` trains on generated sets:
-// the shapes detectors, the segmenter, the video model and the embedding
-// models.
+// the shapes detectors, the segmenter, the video model, the embedding
+// models and the face detector.
 var zooModels = []string{
-	"alexnet", "anchorfree", "clips_video", "facenet", "faster_rcnn", "fcn16s", "fcn32s", "fcn8s", "googlenet",
-	"ident_facenet", "ident_siamese", "lenet5", "mask_rcnn", "resnet50", "shapes_faster_rcnn", "shapes_mask_rcnn",
-	"shapes_seg", "shapes_yolov3", "siamese", "unet", "vgg16", "vgg16_fcn", "video_lstm", "yolov3",
+	"alexnet", "anchorfree", "clips_video", "facenet", "faces_faster_rcnn", "faster_rcnn", "fcn16s", "fcn32s", "fcn8s",
+	"googlenet", "ident_facenet", "ident_siamese", "lenet5", "mask_rcnn", "resnet50", "shapes_faster_rcnn",
+	"shapes_mask_rcnn", "shapes_seg", "shapes_yolov3", "siamese", "unet", "vgg16", "vgg16_fcn", "video_lstm", "yolov3",
 }
 
 // modelRepo is the exported tiny zoo; make test sets EDGEINFER_MODELS.

@@ -1,6 +1,7 @@
-"""The held-out identity set for the embed plugin's tests, and its scoring.
+"""The held-out identity set for the embed plugin's tests (and face scenes for the chain
+detect -> crop -> embed), and its scoring.
 
-    ident_eval.py write DIR [PER_ID]
+    ident_eval.py write DIR [PER_ID [SCENES]]
         writes the open-set protocol of tfmodels.zoo.identities into DIR:
         gallery/   GALLERY_PER_ID images (gallery seed) of each HELDOUT_IDS
                    identity, one folder per identity (identities.write_gallery)
@@ -9,6 +10,10 @@
                    identities.probe_order, and labels.json
         newbie/    images of NEWBIE (a distractor, in no gallery): enrol/ the
                    gallery seed's first 5, probe/ the probe seed's first 5
+        scenes/    with SCENES > 0: the first SCENES held-out face scenes of
+                   tfmodels.zoo.facescenes (128x128, 1-3 heads of the gallery's
+                   identities each), NNNN.png and labels.json (facescenes.write_dir:
+                   each head's identity and disc box, and the crop margin)
 
     ident_eval.py score DIR RESULTS
         RESULTS is a JSON object, each output as the embed plugin publishes it
@@ -43,13 +48,14 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+from tfmodels.zoo import facescenes  # noqa: E402
 from tfmodels.zoo import identities as I  # noqa: E402
 import scriptcli  # noqa: E402
 
 NEWBIE = 1025
 
 
-def write(dir: str, per_id: int = I.PROBE_PER_ID) -> None:
+def write(dir: str, per_id: int = I.PROBE_PER_ID, scenes: int = 0) -> None:
     I.write_gallery(os.path.join(dir, "gallery"), I.HELDOUT_IDS, I.GALLERY_PER_ID, I.GALLERY_SEED)
     ids = list(I.HELDOUT_IDS) + list(I.DISTRACTOR_IDS)
     I.write_probes(os.path.join(dir, "probes"), ids, per_id, I.PROBE_SEED)
@@ -58,6 +64,8 @@ def write(dir: str, per_id: int = I.PROBE_PER_ID) -> None:
         os.makedirs(d, exist_ok=True)
         for i in range(5):
             I._save(os.path.join(d, f"{i:03d}.png"), I.image(NEWBIE, i, seed))
+    if scenes > 0:
+        facescenes.write_dir(os.path.join(dir, "scenes"), *facescenes.generate(scenes, "heldout"))
 
 
 def number(name: str) -> int:
@@ -137,4 +145,4 @@ def score(dir: str, res: dict) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(scriptcli.run(__doc__, ("write", write, 0, 1), score))
+    sys.exit(scriptcli.run(__doc__, ("write", write, 0, 2), score))
