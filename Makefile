@@ -35,11 +35,12 @@ export TF_ENABLE_ONEDNN_OPTS ?= 0
 ## deps: the venv with pinned Python packages and the TensorFlow pkg-config file (idempotent).
 deps: $(PC)
 
-## sysdeps: Mosquitto (the tests' broker) and ffmpeg (the ffmpeg sensor), from Debian.
+## sysdeps: Mosquitto (the tests' broker), ffmpeg (the ffmpeg sensor) and systemd
+## (systemd-analyze checks the unit), from Debian.
 sysdeps:
-	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto && command -v ffmpeg >/dev/null || { \
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto && command -v ffmpeg >/dev/null && command -v systemd-analyze >/dev/null || { \
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends mosquitto ffmpeg; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends mosquitto ffmpeg systemd; }
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -111,7 +112,9 @@ test: test-go test-race test-py
 
 ## test-race: the packages that hold concurrency, under the race detector
 ## (no TensorFlow: the lifecycle and the worker run with sdk.NewFake).
-RACE_PKGS := ./daemon/ ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./daemon/crop/ ./daemon/repo/ ./daemon/config/ ./plugins/sdk/ ./plugins/embed/identify/ ./internal/fsqueue/
+RACE_PKGS := ./daemon/ ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./daemon/crop/ ./daemon/repo/ ./daemon/config/ ./daemon/metrics/ \
+             ./daemon/health/ ./daemon/homeassistant/ ./daemon/snapshot/ ./plugins/sdk/ ./plugins/embed/identify/ \
+             ./internal/fsqueue/ ./internal/sdnotify/ ./internal/logging/
 test-race: deps
 	go test -race -count=1 -timeout 10m $(RACE_PKGS)
 

@@ -12,6 +12,7 @@
 //	daemon/crop       which upstream detections become crop frames, and their pixels
 //	daemon/pipeline   the pipeline worker: frame in, result out
 //	daemon/telemetry  events, model state, stats
+//	daemon/health     readiness, stuck pipelines and the status line systemd is told (service.go)
 //	daemon/payload    the JSON payloads (imported by watch and the tests)
 //
 // This package wires them together and applies config changes (reload.go)
@@ -25,11 +26,14 @@ import (
 	"maps"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeinfer/edgeinfer/daemon/broker"
 	"github.com/edgeinfer/edgeinfer/daemon/bus"
 	"github.com/edgeinfer/edgeinfer/daemon/config"
+	"github.com/edgeinfer/edgeinfer/daemon/homeassistant"
+	"github.com/edgeinfer/edgeinfer/daemon/metrics"
 	"github.com/edgeinfer/edgeinfer/daemon/payload"
 	"github.com/edgeinfer/edgeinfer/daemon/pipeline"
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
@@ -60,6 +64,20 @@ type Daemon struct {
 	// publishing counts results not yet acknowledged by the broker; their
 	// frames finish when they are.
 	publishing sync.WaitGroup
+
+	// svc is what systemd is told (service.go).
+	svc service
+
+	// ha announces the pipelines to Home Assistant (ha.go); nil while
+	// [homeassistant] discovery is off. It is set with mu held, and read
+	// without (from the MQTT client's goroutines). haCfg, guarded by mu,
+	// is the table it was made for.
+	ha    atomic.Pointer[homeassistant.Announcer]
+	haCfg config.HomeAssistant
+
+	// metrics serves /metrics, /healthz and /readyz (metrics.go); nil
+	// without [http] listen.
+	metrics *metrics.Metrics
 }
 
 // sensorRun is a running sensor and the sink its frames go to.
@@ -81,7 +99,8 @@ type pipeRun struct {
 // New prepares a daemon for cfg; Run starts it.
 func New(cfg *config.Config, log *slog.Logger) *Daemon {
 	return &Daemon{cfg: cfg, log: log, reload: make(chan struct{}, 1),
-		sensors: map[string]*sensorRun{}, pipelines: map[string]*pipeRun{}}
+		sensors: map[string]*sensorRun{}, pipelines: map[string]*pipeRun{},
+		svc: service{modelChanged: make(chan struct{}, 1)}}
 }
 
 // Reload asks the running daemon to read its config file again (SIGHUP).
@@ -113,16 +132,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		brokerURL = b.URL()
 		d.log.Info("embedded MQTT broker listening", "addr", b.Addr())
 	}
-	password := m.Password
-	if m.PasswordFile != "" {
-		b, err := os.ReadFile(m.PasswordFile)
-		if err != nil {
-			return fmt.Errorf("mqtt.password_file: %w", err)
-		}
-		password = string(trimNewline(b))
+	password, err := m.ReadPassword()
+	if err != nil {
+		return err
 	}
 	d.tel = &telemetry.Publisher{Prefix: m.Prefix, Device: cfg.Device, Logger: d.log}
-	var err error
 	d.bus, err = bus.New(bus.Options{
 		Broker: brokerURL, ClientID: m.ClientID, Username: m.Username, Password: password,
 		CAFile: m.CAFile, CertFile: m.CertFile, KeyFile: m.KeyFile, Insecure: m.InsecureSkipVerify,
@@ -149,6 +163,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	d.watcher = repo.NewWatcher(repo.WatchOptions{Repository: cfg.Models.Repository,
 		Settle: cfg.Models.Settle.Duration, Rescan: cfg.Models.Rescan.Duration, Logger: d.log.With("component", "repo")})
+	stopMetrics, err := d.startMetrics()
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	if err := d.bus.Connect(); err != nil {
 		return err
 	}
@@ -164,6 +183,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.apply(nil, cfg)
 	d.mu.Unlock()
+	d.metrics.SetPhase(metrics.Running)
 	if err := d.subscribeCommands(bg); err != nil {
 		d.log.Error("cannot subscribe to commands", "err", err)
 	}
@@ -174,26 +194,57 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer statsTick.Stop()
 	fileTick := time.NewTicker(time.Second)
 	defer fileTick.Stop()
+	// Under systemd: READY=1 once the models serve, WATCHDOG=1 from this
+	// loop every half watchdog timeout while nothing is stuck.
+	var watchdog <-chan time.Time
+	if d.reporting() {
+		d.checkReady()
+		if d.svc.watchdog > 0 {
+			d.warnWatchdog()
+			t := time.NewTicker(d.svc.watchdog / 2)
+			defer t.Stop()
+			watchdog = t.C
+			d.watchdogTick(time.Now())
+		}
+	}
 	stamp := fileStamp(cfg.File())
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
+		case <-watchdog:
+			d.watchdogTick(time.Now())
+		case <-d.svc.modelChanged:
+			if d.reporting() {
+				d.checkReady()
+			}
 		case <-statsTick.C:
 			d.publishStats(nil, nil)
+			if d.reporting() {
+				d.statusTick(time.Now())
+			}
 		case <-d.reload:
 			d.reloadConfig("SIGHUP")
 			stamp = fileStamp(cfg.File())
 			statsTick.Reset(d.statsInterval())
+			if d.reporting() {
+				d.checkReady() // the pipelines start-up waits for may have changed
+			}
 		case <-fileTick.C:
 			if s := fileStamp(cfg.File()); s != stamp {
 				stamp = s
 				d.reloadConfig("the config file changed")
 				statsTick.Reset(d.statsInterval())
+				if d.reporting() {
+					d.checkReady()
+				}
 			}
 		}
 	}
 	stopBG() // no restarts or reloads while stopping
+	if d.reporting() {
+		d.notify("STOPPING=1", "STATUS=stopping: finishing the frames in the plugins, then stopping them")
+	}
 	d.shutdown()
 	return nil
 }
@@ -217,9 +268,7 @@ func (d *Daemon) versions(ctx context.Context) {
 			if u.Err != nil {
 				d.log.Error("model repository", "model", u.Model, "err", u.Err)
 			}
-			if md, ok := d.mgr.Lookup(u.Model); ok {
-				md.SetVersions(u.Versions)
-			}
+			d.applyUpdate(u)
 		}
 	}
 }
@@ -234,6 +283,7 @@ func (d *Daemon) watchRepo(ctx context.Context) {
 // on, keeps the waiting frames' inputs for the next start, then publishes
 // the final state and disconnects.
 func (d *Daemon) shutdown() {
+	d.metrics.SetPhase(metrics.Stopping)
 	d.log.Info("shutting down: stopping sensors")
 	d.tel.Event(payload.Event{Type: payload.EventStopping, Message: "edgeinferd is shutting down"})
 	d.mu.Lock()
@@ -262,6 +312,9 @@ func (d *Daemon) shutdown() {
 // (re)connection.
 func (d *Daemon) publishState() {
 	d.tel.Status("online")
+	if ha := d.ha.Load(); ha != nil {
+		ha.Republish()
+	}
 	if d.mgr == nil {
 		return
 	}
@@ -272,7 +325,10 @@ func (d *Daemon) publishState() {
 	}
 }
 
-func (d *Daemon) publishModel(st payload.ModelState) { d.tel.Model(st) }
+func (d *Daemon) publishModel(st payload.ModelState) {
+	d.tel.Model(st)
+	d.modelChanged()
+}
 
 // publishStats publishes the stats of the running sensors and pipelines,
 // or of those given (at shutdown, once they are stopped).
@@ -283,18 +339,7 @@ func (d *Daemon) publishStats(sensors map[string]*sensorRun, pipelines map[strin
 	if pipelines == nil {
 		sensors, pipelines = d.sensors, d.pipelines
 	}
-	for name, p := range pipelines {
-		ps := p.p.Stats()
-		if p.feed != nil {
-			cs := p.feed.Stats()
-			ps.Crops = &cs
-		}
-		st.Pipelines[name] = ps
-	}
-	for name, s := range sensors {
-		frames, bad, skipped := s.sink.Stats()
-		st.Sensors[name] = payload.SensorStats{Frames: frames, BadInput: bad, Skipped: skipped}
-	}
+	d.countStats(&st, sensors, pipelines)
 	d.mu.Unlock()
 	d.tel.Stats(st)
 }
@@ -321,13 +366,6 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	case <-time.After(d):
 		return false
 	}
-}
-
-func trimNewline(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // fileStamp is what tells a changed config file: its size and time.

@@ -90,6 +90,9 @@ func (d *Daemon) apply(old, next *config.Config) {
 
 	for _, name := range ch.Pipelines.Removed {
 		d.stopPipeline(name, nil)
+		if ha := d.ha.Load(); ha != nil {
+			ha.Forget(name)
+		}
 	}
 	for _, name := range ch.Sensors.Removed {
 		d.stopSensor(name)
@@ -100,9 +103,12 @@ func (d *Daemon) apply(old, next *config.Config) {
 	for _, name := range ch.Pipelines.Added {
 		pc := next.Pipelines[name]
 		q := router.NewQueue(pc.Queue)
-		p := pipeline.New(name, settingsOf(pc), q, d.mgr.Model(pc.Model), pipeline.Env{
+		set := settingsOf(pc)
+		set.Snapshot = d.snapshots(name, pc)
+		p := pipeline.New(name, set, q, d.mgr.Model(pc.Model), pipeline.Env{
 			Device: next.Device, Topic: d.tel.Topic(name, "result"), Retain: next.MQTT.RetainResults, Bus: d.bus,
 			Event: d.tel.Event, Logger: d.log.With("pipeline", name), LogResults: next.Log.Results, Publishing: &d.publishing,
+			Result: d.observeResult,
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		run := &pipeRun{p: p, cfg: pc, cancel: cancel, done: make(chan struct{})}
@@ -113,7 +119,9 @@ func (d *Daemon) apply(old, next *config.Config) {
 	for _, name := range ch.Pipelines.Changed {
 		run, pc := d.pipelines[name], next.Pipelines[name]
 		run.p.Queue().SetHot(pc.Queue)
-		run.p.Update(settingsOf(pc), d.mgr.Model(pc.Model))
+		set := settingsOf(pc)
+		set.Snapshot = d.snapshots(name, pc)
+		run.p.Update(set, d.mgr.Model(pc.Model))
 		run.cfg = pc
 		d.setFeed(run)
 	}
@@ -148,6 +156,7 @@ func (d *Daemon) apply(old, next *config.Config) {
 	for name, s := range d.sensors {
 		s.sink.SetQueues(queues[name])
 	}
+	d.announce(next)
 	for name, run := range d.pipelines {
 		run.p.SetFeeds(feeds[name])
 	}

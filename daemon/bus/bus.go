@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -49,6 +50,8 @@ type Bus struct {
 	mu    sync.Mutex
 	subs  map[string]paho.MessageHandler
 	early []earlyMessage
+
+	connections atomic.Uint64 // made so far, the first one included
 }
 
 // earlyMessage is a message of the persistent session that arrived before
@@ -99,6 +102,7 @@ func New(opts Options) (*Bus, error) {
 	}
 	o.SetOnConnectHandler(func(paho.Client) {
 		b.log.Info("mqtt connected", "broker", opts.Broker)
+		b.connections.Add(1)
 		b.resubscribe()
 		if opts.OnConnect != nil {
 			opts.OnConnect()
@@ -123,6 +127,18 @@ func (b *Bus) Connect() error {
 		return fmt.Errorf("mqtt %s: %w", b.broker, err)
 	}
 	return nil
+}
+
+// Connected reports whether the connection to the broker is up now (not
+// lost, and not being made again).
+func (b *Bus) Connected() bool { return b.client.IsConnectionOpen() }
+
+// Reconnects counts the connections made again after one was lost.
+func (b *Bus) Reconnects() uint64 {
+	if n := b.connections.Load(); n > 1 {
+		return n - 1
+	}
+	return 0
 }
 
 func tlsConfig(opts Options) (*tls.Config, error) {

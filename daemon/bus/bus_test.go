@@ -266,3 +266,26 @@ func TestTopicFilters(t *testing.T) {
 		}
 	}
 }
+
+func TestConnectedAndReconnectsFollowABrokerOutage(t *testing.T) {
+	broker := mosquitto.StartBroker(t)
+	b := connect(t, options(broker.URL))
+	if !b.Connected() || b.Reconnects() != 0 {
+		t.Fatalf("after the first connection: connected %v, reconnects %d; want true, 0", b.Connected(), b.Reconnects())
+	}
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s: connected %v, reconnects %d", what, b.Connected(), b.Reconnects())
+			}
+		}
+	}
+	broker.Stop()
+	wait("the connection to drop", func() bool { return !b.Connected() })
+	if b.Reconnects() != 0 {
+		t.Fatalf("reconnects %d while the broker is down, want 0", b.Reconnects())
+	}
+	broker.Restart(t)
+	wait("the reconnection", func() bool { return b.Connected() && b.Reconnects() == 1 })
+}

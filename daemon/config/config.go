@@ -19,12 +19,14 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/edgeinfer/edgeinfer/internal/logging"
 	"github.com/edgeinfer/edgeinfer/sensors"
 
 	"github.com/edgeinfer/edgeinfer/daemon/crop"
@@ -44,6 +46,9 @@ type Config struct {
 	// StatsInterval is how often <prefix>/stats is published (default 10s).
 	StatsInterval Duration            `toml:"stats_interval"`
 	Commands      Commands            `toml:"commands"`
+	Systemd       Systemd             `toml:"systemd"`
+	HTTP          HTTP                `toml:"http"`
+	HomeAssistant HomeAssistant       `toml:"homeassistant"`
 	Sensors       map[string]Sensor   `toml:"-"`
 	Pipelines     map[string]Pipeline `toml:"-"`
 
@@ -67,6 +72,9 @@ type Log struct {
 	Format string `toml:"format"` // text (default) or json
 	// Results logs one line per result at info level (make run's demo).
 	Results bool `toml:"results"`
+	// Levels gives components a level of their own (internal/logging):
+	// {serving = "debug", mqtt = "warn"}.
+	Levels map[string]string `toml:"levels"`
 }
 
 // Models configures the model repository.
@@ -88,6 +96,32 @@ type Models struct {
 type Commands struct {
 	// Enabled accepts commands on <prefix>/cmd (default false).
 	Enabled bool `toml:"enabled"`
+}
+
+// Systemd configures what edgeinferd tells systemd when it runs as a
+// Type=notify service with a watchdog (systemd/README.md).
+type Systemd struct {
+	// StuckAfter: a pipeline whose frame has been in its plugin longer
+	// than this is stuck, and edgeinferd stops answering systemd's
+	// watchdog, so that systemd restarts it. 0 (the default): twice the
+	// pipeline's timeout. See Config.StuckAfter.
+	StuckAfter Duration `toml:"stuck_after"`
+}
+
+// HomeAssistant configures MQTT discovery for Home Assistant
+// (daemon/homeassistant).
+type HomeAssistant struct {
+	// Discovery announces every pipeline's entities (default false).
+	Discovery bool `toml:"discovery"`
+	// Prefix is Home Assistant's discovery prefix (default "homeassistant").
+	Prefix string `toml:"prefix"`
+}
+
+// HTTP configures the metrics and health endpoints (daemon/metrics).
+type HTTP struct {
+	// Listen is the host:port of /metrics, /healthz and /readyz; "" (the
+	// default) serves none of them.
+	Listen string `toml:"listen"`
 }
 
 // MQTT configures the connection and the topics.
@@ -143,6 +177,25 @@ type Pipeline struct {
 	// Crop chooses and cuts the upstream detections of a pipeline with
 	// From; defaults applied, nil without From.
 	Crop *Crop `toml:"crop"`
+	// HomeAssistant is what the pipeline shows in Home Assistant beyond
+	// its task's entities.
+	HomeAssistant PipelineHA `toml:"homeassistant"`
+	// Snapshot, when the table is present, publishes an annotated JPEG of
+	// some results on <prefix>/<pipeline>/snapshot; defaults applied.
+	Snapshot *Snapshot `toml:"snapshot"`
+}
+
+// PipelineHA is a pipeline's [pipelines.<name>.homeassistant] table.
+type PipelineHA struct {
+	// Present are the labels that get a binary_sensor "present".
+	Present []string `toml:"present"`
+}
+
+// Snapshot is a pipeline's [pipelines.<name>.snapshot] table
+// (daemon/snapshot).
+type Snapshot struct {
+	Interval Duration `toml:"interval"` // at most one snapshot per interval (default 1s)
+	Quality  int      `toml:"quality"`  // JPEG quality 1..100 (default 80)
 }
 
 // Crop is a pipeline's [pipelines.<name>.crop] table (daemon/crop).
@@ -253,6 +306,18 @@ func (c *Config) ModelPipelines() map[string]map[string]json.RawMessage {
 	return used
 }
 
+// StuckAfter is how long a frame of the pipeline called name may stay in
+// its plugin before the pipeline is stuck: systemd.stuck_after, or twice
+// the pipeline's timeout. The pipeline kills a plugin that takes longer
+// than its timeout and tries the frame again, so with the default only a
+// daemon that cannot end a plugin call any more is stuck.
+func (c *Config) StuckAfter(name string) time.Duration {
+	if c.Systemd.StuckAfter.Duration > 0 {
+		return c.Systemd.StuckAfter.Duration
+	}
+	return 2 * c.Pipelines[name].Timeout.Duration
+}
+
 // File is the path the config was read from.
 func (c *Config) File() string { return c.file }
 
@@ -330,6 +395,9 @@ func (c *Config) defaults() {
 	if m.ConnectTimeout.Duration == 0 {
 		m.ConnectTimeout.Duration = 10 * time.Second
 	}
+	if c.HomeAssistant.Prefix == "" {
+		c.HomeAssistant.Prefix = "homeassistant"
+	}
 	d := sensors.DefaultLimits
 	if c.Limits.MaxBytes == 0 {
 		c.Limits.MaxBytes = d.MaxBytes
@@ -352,6 +420,14 @@ func (c *Config) defaults() {
 		}
 		if p.From != "" && p.Crop == nil {
 			p.Crop = &Crop{}
+		}
+		if p.Snapshot != nil {
+			if !c.md.IsDefined("pipelines", name, "snapshot", "interval") {
+				p.Snapshot.Interval.Duration = time.Second
+			}
+			if p.Snapshot.Quality == 0 {
+				p.Snapshot.Quality = 80
+			}
 		}
 		if p.Crop != nil {
 			if !c.md.IsDefined("pipelines", name, "crop", "min_size") {
@@ -378,6 +454,12 @@ func (c *Config) check() error {
 	if err := c.checkMQTT(); err != nil {
 		return err
 	}
+	if err := c.checkHTTP(); err != nil {
+		return err
+	}
+	if p := c.HomeAssistant.Prefix; strings.ContainsAny(p, "+#") || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
+		return c.errf("homeassistant.prefix", "%q must be a topic without wildcards or leading/trailing '/'", p)
+	}
 	if st, err := os.Stat(c.Models.Repository); err != nil || !st.IsDir() {
 		return c.errf("models.repository", "%q is not a directory", c.Models.Repository)
 	}
@@ -392,6 +474,11 @@ func (c *Config) check() error {
 	}
 	if err := c.positive("models.rescan", c.Models.Rescan); err != nil {
 		return err
+	}
+	if c.md.IsDefined("systemd", "stuck_after") {
+		if err := c.positive("systemd.stuck_after", c.Systemd.StuckAfter); err != nil {
+			return err
+		}
 	}
 	if st, err := os.Stat(c.PluginDir); err != nil || !st.IsDir() {
 		return c.errf("plugin_dir", "%q is not a directory", c.PluginDir)
@@ -424,7 +511,32 @@ func (c *Config) checkLog() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return c.errf("log.format", "%q is not one of text, json", c.Log.Format)
 	}
+	for _, comp := range slices.Sorted(maps.Keys(c.Log.Levels)) {
+		key := "log.levels." + comp
+		if !slices.Contains(logging.Components, comp) {
+			return c.errf(key, "%q is not a component; one of %s", comp, strings.Join(logging.Components, ", "))
+		}
+		switch c.Log.Levels[comp] {
+		case "debug", "info", "warn", "error":
+		default:
+			return c.errf(key, "%q is not one of debug, info, warn, error", c.Log.Levels[comp])
+		}
+	}
 	return nil
+}
+
+// ReadPassword returns the broker password: password, or the first line
+// of password_file.
+func (m MQTT) ReadPassword() (string, error) {
+	if m.PasswordFile == "" {
+		return m.Password, nil
+	}
+	b, err := os.ReadFile(m.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("mqtt.password_file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSuffix(line, "\r"), nil
 }
 
 func (c *Config) checkMQTT() error {
@@ -466,6 +578,20 @@ func (c *Config) checkMQTT() error {
 		if _, err := os.Stat(f); err != nil {
 			return c.errf(key, "%v", err)
 		}
+	}
+	return nil
+}
+
+func (c *Config) checkHTTP() error {
+	if c.HTTP.Listen == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(c.HTTP.Listen)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		return c.errf("http.listen", "%q is not host:port (e.g. \"127.0.0.1:9470\"; \"\" serves no endpoint)", c.HTTP.Listen)
 	}
 	return nil
 }
@@ -574,6 +700,28 @@ func (c *Config) checkPipelines() error {
 			if err := TrackConfig(tc).Validate(); err != nil {
 				field, _, _ := strings.Cut(err.Error(), " ")
 				return c.errf(key+".tracker."+field, "%s", err)
+			}
+		}
+		if sn := p.Snapshot; sn != nil {
+			if err := c.positive(key+".snapshot.interval", sn.Interval); err != nil {
+				return err
+			}
+			if sn.Quality < 1 || sn.Quality > 100 {
+				return c.errf(key+".snapshot.quality", "must be 1..100, got %d", sn.Quality)
+			}
+		}
+		for _, l := range p.HomeAssistant.Present {
+			if strings.TrimSpace(l) == "" {
+				return c.errf(key+".homeassistant.present", "holds an empty label")
+			}
+		}
+	}
+	if stuck := c.Systemd.StuckAfter.Duration; stuck > 0 {
+		for _, name := range slices.Sorted(maps.Keys(c.Pipelines)) {
+			if timeout := c.Pipelines[name].Timeout.Duration; stuck <= timeout {
+				c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: systemd.stuck_after (%s) is not longer than pipelines.%s.timeout (%s): "+
+					"a slow frame gets edgeinferd restarted by systemd's watchdog before edgeinferd gives up on the frame and restarts its plugin itself",
+					c.file, lineOf(c.lines, "systemd.stuck_after"), stuck, name, timeout))
 			}
 		}
 	}

@@ -177,6 +177,16 @@ func TestEachKindOfInvalidConfigHasItsOwnMessage(t *testing.T) {
 		{"serving tolerance not positive", appended("[serving.lenet5]\ntolerance = 0.0\n"), "21: serving.lenet5.tolerance: must be > 0 and finite, got 0"},
 		{"serving tolerance infinite", appended("[serving.lenet5]\ntolerance = inf\n"), "21: serving.lenet5.tolerance: must be > 0 and finite, got +Inf"},
 		{"unknown key in serving", appended("[serving.lenet5]\nretries = 2\n"), "21: serving.lenet5.retries: unknown key"},
+		{"systemd.stuck_after not positive", appended("[systemd]\nstuck_after = \"0s\"\n"), "21: systemd.stuck_after: must be > 0, got 0s"},
+		{"systemd.stuck_after not a duration", appended("[systemd]\nstuck_after = 60\n"), `21: systemd.stuck_after: invalid duration "60" (use e.g. "500ms", "30s")`},
+		{"unknown key in systemd", appended("[systemd]\nwatchdog = \"1m\"\n"), "21: systemd.watchdog: unknown key"},
+		{"log level of an unknown component", appended("[log.levels]\nplugins = \"debug\"\n"), `21: log.levels.plugins: "plugins" is not a component; one of broker, daemon, http, mqtt, pipeline, repo, sensor, serving`},
+		{"log level of a component not a level", appended("[log.levels]\nmqtt = \"loud\"\n"), `21: log.levels.mqtt: "loud" is not one of debug, info, warn, error`},
+		{"homeassistant.prefix with a wildcard", appended("[homeassistant]\nprefix = \"ha/#\"\n"), `21: homeassistant.prefix: "ha/#" must be a topic without wildcards or leading/trailing '/'`},
+		{"snapshot quality out of range", appended("[pipelines.digits.snapshot]\nquality = 101\n"), "21: pipelines.digits.snapshot.quality: must be 1..100, got 101"},
+		{"snapshot interval not positive", appended("[pipelines.digits.snapshot]\ninterval = \"0s\"\n"), "21: pipelines.digits.snapshot.interval: must be > 0, got 0s"},
+		{"unknown key in snapshot", appended("[pipelines.digits.snapshot]\nfps = 1\n"), "21: pipelines.digits.snapshot.fps: unknown key"},
+		{"an empty present label", appended("[pipelines.digits.homeassistant]\npresent = [\"person\", \"\"]\n"), "21: pipelines.digits.homeassistant.present: holds an empty label"},
 	})
 }
 
@@ -189,6 +199,9 @@ func TestWhatNoPipelineUsesIsAWarning(t *testing.T) {
 			"config.toml:21: sensors.spare feeds no pipeline"},
 		{"a serving table for a model no pipeline uses", "\n[serving.yolo]\npolicy = \"resource\"\n",
 			`config.toml:21: serving.yolo: no pipeline uses model "yolo"`},
+		{"a stuck_after the pipeline's timeout reaches", "\n[systemd]\nstuck_after = \"30s\"\n",
+			"config.toml:22: systemd.stuck_after (30s) is not longer than pipelines.digits.timeout (30s): a slow frame gets edgeinferd " +
+				"restarted by systemd's watchdog before edgeinferd gives up on the frame and restarts its plugin itself"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -217,6 +230,10 @@ func TestNewKeysHaveTheirDefaults(t *testing.T) {
 		{"models.rescan", c.Models.Rescan.Duration, 10 * time.Second},
 		{"pipelines.digits.timeout", c.Pipelines["digits"].Timeout.Duration, 30 * time.Second},
 		{"commands.enabled", c.Commands.Enabled, false},
+		{"systemd.stuck_after", c.Systemd.StuckAfter.Duration, time.Duration(0)},
+		{"homeassistant", c.HomeAssistant, HomeAssistant{Discovery: false, Prefix: "homeassistant"}},
+		{"pipelines.digits.snapshot (no table: none)", c.Pipelines["digits"].Snapshot == nil, true},
+		{"StuckAfter(digits): twice its timeout", c.StuckAfter("digits"), time.Minute},
 		{"serving.lenet5", c.Serving("lenet5"), Serving{Version: "latest", Policy: "availability", LoadTimeout: Duration{120 * time.Second}, Tolerance: 1e-4}},
 	}
 	for _, tc := range cases {
@@ -230,13 +247,15 @@ func TestNewKeysAreReadAsWritten(t *testing.T) {
 	repo, plugins, inbox := fixture(t)
 	src := strings.Replace(valid(repo, plugins, inbox), "[models]\n", "[models]\nsettle = \"500ms\"\nrescan = \"1m\"\n", 1)
 	src = strings.Replace(src, `model = "lenet5"`, "model = \"lenet5\"\ntimeout = \"5s\"", 1)
-	c, err := Parse("config.toml", src+"[commands]\nenabled = true\n")
+	c, err := Parse("config.toml", src+"[commands]\nenabled = true\n[systemd]\nstuck_after = \"90s\"\n")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Models.Settle.Duration != 500*time.Millisecond || c.Models.Rescan.Duration != time.Minute ||
-		c.Pipelines["digits"].Timeout.Duration != 5*time.Second || !c.Commands.Enabled {
-		t.Fatalf("models %+v, timeout %s, commands %+v", c.Models, c.Pipelines["digits"].Timeout, c.Commands)
+		c.Pipelines["digits"].Timeout.Duration != 5*time.Second || !c.Commands.Enabled ||
+		c.StuckAfter("digits") != 90*time.Second || len(c.Warnings) != 0 {
+		t.Fatalf("models %+v, timeout %s, commands %+v, stuck after %s, warnings %q", c.Models, c.Pipelines["digits"].Timeout,
+			c.Commands, c.StuckAfter("digits"), c.Warnings)
 	}
 }
 
@@ -326,5 +345,37 @@ func TestTheTrackerTable(t *testing.T) {
 	_, err = Parse("config.toml", base+"[pipelines.digits.tracker]\niou = 1.5\n")
 	if err == nil || !strings.Contains(err.Error(), "pipelines.digits.tracker.iou") {
 		t.Fatalf("iou 1.5: %v", err)
+	}
+}
+
+func TestASnapshotTableGetsItsDefaults(t *testing.T) {
+	repo, plugins, inbox := fixture(t)
+	c, err := Parse("config.toml", valid(repo, plugins, inbox)+"[pipelines.digits.snapshot]\n[homeassistant]\ndiscovery = true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn := c.Pipelines["digits"].Snapshot; sn == nil || *sn != (Snapshot{Interval: Duration{time.Second}, Quality: 80}) {
+		t.Fatalf("snapshot %+v, want 1s, 80", sn)
+	}
+	if !c.HomeAssistant.Discovery || c.HomeAssistant.Prefix != "homeassistant" {
+		t.Fatalf("homeassistant %+v", c.HomeAssistant)
+	}
+}
+
+func TestThePasswordIsTheFirstLineOfItsFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(path, []byte("s3cret\r\nnot this\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		m    MQTT
+		want string
+	}{{MQTT{Password: "inline"}, "inline"}, {MQTT{PasswordFile: path}, "s3cret"}} {
+		if got, err := tc.m.ReadPassword(); err != nil || got != tc.want {
+			t.Errorf("%+v: %q, %v; want %q", tc.m, got, err, tc.want)
+		}
+	}
+	if _, err := (MQTT{PasswordFile: path + ".missing"}).ReadPassword(); err == nil || !strings.Contains(err.Error(), "mqtt.password_file") {
+		t.Errorf("a missing file: %v", err)
 	}
 }

@@ -10,19 +10,19 @@ import (
 //
 // Settings fall in three groups:
 //   - restart-only (Restart): device, plugin_dir, log, models.repository,
-//     mqtt and limits. They are fixed for the life of the process (the
+//     mqtt, limits and http. They are fixed for the life of the process (the
 //     logger, the broker connection and its topics, where models and plugins
-//     are found, what every sensor accepts); a reload that changes any of
+//     are found, what every sensor accepts, the metrics' address); a reload that changes any of
 //     them is refused and the running config is kept.
 //   - per part: sensors, pipelines and [serving.<model>] tables, listed by
 //     name so that only the parts concerned are restarted.
 //   - live (Other): stats_interval, commands.enabled, models.settle,
-//     models.rescan and models.threads. models.threads is passed to plugin
+//     models.rescan, models.threads, systemd.stuck_after and homeassistant. models.threads is passed to plugin
 //     processes as they start, so a change reaches a model's next process
 //     (a new version, a restart), not the processes already running.
 type Changes struct {
 	// Restart lists the restart-only settings that differ, by dotted key:
-	// "device", "plugin_dir", "log", "models.repository", "mqtt", "limits".
+	// "device", "plugin_dir", "log", "models.repository", "mqtt", "limits", "http".
 	Restart []string
 	// Sensors are the sensors added, removed, or whose table differs in
 	// any key.
@@ -65,15 +65,18 @@ func Diff(old, new *Config) Changes {
 	}{
 		{"device", old.Device != new.Device, false},
 		{"plugin_dir", old.PluginDir != new.PluginDir, false},
-		{"log", old.Log != new.Log, false},
+		{"log", !reflect.DeepEqual(old.Log, new.Log), false},
 		{"models.repository", old.Models.Repository != new.Models.Repository, false},
 		{"mqtt", old.MQTT != new.MQTT, false},
 		{"limits", old.Limits != new.Limits, false},
+		{"http", old.HTTP != new.HTTP, false},
 		{"stats_interval", old.StatsInterval != new.StatsInterval, true},
 		{"commands.enabled", old.Commands.Enabled != new.Commands.Enabled, true},
 		{"models.threads", old.Models.Threads != new.Models.Threads, true},
 		{"models.settle", old.Models.Settle != new.Models.Settle, true},
 		{"models.rescan", old.Models.Rescan != new.Models.Rescan, true},
+		{"systemd.stuck_after", old.Systemd != new.Systemd, true},
+		{"homeassistant", old.HomeAssistant != new.HomeAssistant, true},
 	} {
 		switch {
 		case !s.differs:

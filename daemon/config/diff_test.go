@@ -59,6 +59,7 @@ version = "1"
 			Changes{Other: []string{"stats_interval"}}},
 		{"models.threads, settle and rescan: live", after("[models]", "threads = 2\nsettle = \"5s\"\nrescan = \"1m\""), Changes{Other: []string{"models.threads", "models.settle", "models.rescan"}}},
 		{"commands.enabled: live", appended("[commands]\nenabled = true\n"), Changes{Other: []string{"commands.enabled"}}},
+		{"systemd.stuck_after: live", appended("[systemd]\nstuck_after = \"5m\"\n"), Changes{Other: []string{"systemd.stuck_after"}}},
 	})
 }
 

@@ -91,9 +91,14 @@ func (a *Announcer) Announce(pipelines []Pipeline) {
 // Assistant comes online it has lost what it knew, so discovery and the
 // states are published again.
 func (a *Announcer) HomeAssistantStatus(payload []byte) {
-	if strings.TrimSpace(string(payload)) != "online" {
-		return
+	if strings.TrimSpace(string(payload)) == "online" {
+		a.Republish()
 	}
+}
+
+// Republish publishes discovery and the states again: after edgeinferd
+// reconnects, in case the broker lost its retained messages.
+func (a *Announcer) Republish() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.announce()

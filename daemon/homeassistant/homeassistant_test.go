@@ -1,11 +1,11 @@
 package homeassistant
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -48,27 +48,25 @@ func render(t *testing.T, templates, payloads []string) []string {
 	if py == "" {
 		py = "../../.venv/bin/python"
 	}
-	var in bytes.Buffer
+	var reqs []map[string]string
 	for i := range templates {
-		b, _ := json.Marshal(map[string]string{"template": templates[i], "payload": payloads[i]})
-		in.Write(append(b, '\n'))
+		reqs = append(reqs, map[string]string{"template": templates[i], "payload": payloads[i]})
 	}
-	cmd := exec.Command(py, "testdata/render.py")
-	cmd.Stdin = &in
+	b, _ := json.Marshal(reqs)
+	in := filepath.Join(t.TempDir(), "templates.json")
+	if err := os.WriteFile(in, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var stderr bytes.Buffer
+	cmd := exec.Command(py, "testdata/render.py", in)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("render.py: %v\n%s", err, stderr.String())
 	}
 	var got []string
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		var s string
-		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, s)
+	if err := json.Unmarshal(out, &got); err != nil || len(got) != len(templates) {
+		t.Fatalf("render.py gave %s (%v)", out, err)
 	}
 	return got
 }

@@ -202,6 +202,7 @@ type VersionState struct {
 	InputShape  []int64     `json:"input_shape,omitempty"`
 	Labels      int         `json:"labels,omitempty"`
 	WarmupMS    float64     `json:"warmup_ms,omitempty"`
+	LoadMS      float64     `json:"load_ms,omitempty"` // process start to the model loaded and warmed up (no validation)
 	Validation  *Validation `json:"validation,omitempty"`
 	Restarts    int         `json:"restarts"`
 	Since       time.Time   `json:"since"` // when it entered State

@@ -32,6 +32,7 @@ import (
 	"github.com/edgeinfer/edgeinfer/daemon/payload"
 	"github.com/edgeinfer/edgeinfer/daemon/router"
 	"github.com/edgeinfer/edgeinfer/daemon/serving"
+	"github.com/edgeinfer/edgeinfer/daemon/snapshot"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	"github.com/edgeinfer/edgeinfer/sensors"
 
@@ -55,6 +56,9 @@ type Env struct {
 	LogResults bool
 	// Publishing counts results not yet acknowledged by the broker.
 	Publishing *sync.WaitGroup
+	// Result, when set, sees each result as it is handed to the broker
+	// (the metrics' stage latencies); it must not block.
+	Result func(payload.Result)
 }
 
 // Settings are the pipeline's [pipelines.<name>] settings the worker uses.
@@ -62,6 +66,8 @@ type Settings struct {
 	Timeout time.Duration // one inference; longer kills the plugin process
 	Retries int           // tries again of a frame whose process died
 	Tracker *track.Config // track a detector's objects across frames; nil: no tracking
+	// Snapshot takes some results for an annotated JPEG; nil: none.
+	Snapshot *snapshot.Snapshots
 }
 
 // Pipeline is one pipeline's worker.
@@ -86,6 +92,10 @@ type Pipeline struct {
 	// alerting are the labels the last result's alerts named (segment's
 	// share alerts); only the worker goroutine uses it.
 	alerting map[string]bool
+
+	// dispatched is when the frame now in the plugin was sent to it (Unix
+	// nanoseconds); 0 while none is.
+	dispatched atomic.Int64
 
 	frames, results, failed, restarts atomic.Uint64
 	latMu                             sync.Mutex
@@ -237,6 +247,12 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 	})
 	p.results.Add(1)
 	p.record(r.Timings.Total)
+	if set.Snapshot != nil {
+		set.Snapshot.Offer(finished, r.Task, res.Output, f.Width, f.Height, rgb)
+	}
+	if p.env.Result != nil {
+		p.env.Result(r)
+	}
 	if p.env.LogResults {
 		p.env.Logger.Info("result", "source", f.Source, "version", v.Version, "output", string(res.Output), "total_ms", r.Timings.Total)
 	}
@@ -372,7 +388,9 @@ func (p *Pipeline) infer(ctx context.Context, f sdk.Frame) (res sdk.Result, mode
 		}
 		started = time.Now()
 		ictx, cancel := context.WithTimeout(context.Background(), set.Timeout)
+		p.dispatched.Store(started.UnixNano())
 		res, err = lease.Process().Infer(ictx, f)
+		p.dispatched.Store(0)
 		cancel()
 		lease.Release(err)
 		if !errors.Is(err, sdk.ErrPluginExited) || ctx.Err() != nil {
@@ -387,6 +405,18 @@ func (p *Pipeline) infer(ctx context.Context, f sdk.Frame) (res sdk.Result, mode
 		}
 		p.env.Logger.Warn("plugin died during a frame; trying it again", "seq", f.Seq, "attempt", attempt+1, "err", err)
 	}
+}
+
+// Dispatched returns when the frame now in the plugin was sent to it, and
+// false while no frame is (the pipeline is idle, or its frame waits for its
+// model to serve). Each try of a frame counts from its own start. The daemon
+// calls a pipeline whose frame stays far longer than its timeout stuck.
+func (p *Pipeline) Dispatched() (time.Time, bool) {
+	ns := p.dispatched.Load()
+	if ns == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
 }
 
 // Command hands a command to the task serving the pipeline (sdk.Commander:

@@ -490,3 +490,36 @@ func TestAFrameWaitingForAModelThatCannotServeFollowsAReloadToAnotherModel(t *te
 		})
 	}
 }
+
+// Dispatched tells how long the frame in the plugin has been there: not at
+// all while the pipeline is idle, from when the frame was sent while the
+// plugin works on it (here: hangs until the pipeline's timeout), and not
+// at all again once the frame is done.
+func TestDispatchedSaysSinceWhenAFrameIsInThePluginAndNothingWhileIdle(t *testing.T) {
+	e := start(t, 400*time.Millisecond)
+	if since, ok := e.p.Dispatched(); ok {
+		t.Fatalf("an idle pipeline has a frame in its plugin since %v", since)
+	}
+	before := time.Now()
+	done := e.deliver(t, 21)[0]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		since, ok := e.p.Dispatched()
+		if ok {
+			if since.Before(before) || since.After(time.Now()) {
+				t.Fatalf("dispatched at %v, not between %v and now", since, before)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the hanging frame never showed as dispatched")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := finished(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if since, ok := e.p.Dispatched(); ok {
+		t.Fatalf("the frame is done, yet one is in the plugin since %v", since)
+	}
+}

@@ -44,6 +44,11 @@ type Update struct {
 	// Versions lists every settled version, highest first, servable
 	// (Err == nil) or not.
 	Versions []Version
+	// Settling names the versions whose files were seen but have not
+	// settled yet, highest first: they will be in Versions once they have.
+	// It is as of the Update: a version that starts settling does not by
+	// itself make an Update, the one it gets in Versions does.
+	Settling []string
 	// Err is set when the model folder itself cannot be listed (it is
 	// missing, say); Versions is then empty.
 	Err error
@@ -423,11 +428,12 @@ func (r *run) scan(ms *modelState) {
 	list, err := listVersions(r.root, ms.name)
 	if err != nil {
 		clear(ms.versions)
-		r.report(ms, nil, err)
+		r.report(ms, nil, nil, err)
 		return
 	}
 	seen := make(map[string]bool, len(list))
 	var out []Version
+	var settling []string
 	for _, f := range list {
 		name := f.v.Version
 		seen[name] = true
@@ -459,6 +465,7 @@ func (r *run) scan(ms *modelState) {
 		if st.settled {
 			out = append(out, st.v)
 		} else {
+			settling = append(settling, name)
 			r.due(ms, st.since.Add(settle))
 		}
 	}
@@ -467,12 +474,12 @@ func (r *run) scan(ms *modelState) {
 			delete(ms.versions, name)
 		}
 	}
-	r.report(ms, out, nil)
+	r.report(ms, out, settling, nil)
 }
 
 // report queues an Update when it says something new (or is the model's
 // first), replacing an Update of the same model not yet delivered.
-func (r *run) report(ms *modelState, versions []Version, err error) {
+func (r *run) report(ms *modelState, versions []Version, settling []string, err error) {
 	var key strings.Builder
 	for _, v := range versions {
 		fmt.Fprintf(&key, "%s %s %v\n", v.Version, v.Fingerprint, v.Err)
@@ -484,7 +491,7 @@ func (r *run) report(ms *modelState, versions []Version, err error) {
 		return
 	}
 	ms.sent, ms.lastKey = true, key.String()
-	u := Update{Model: ms.name, Versions: versions, Err: err}
+	u := Update{Model: ms.name, Versions: versions, Settling: settling, Err: err}
 	if err != nil {
 		r.w.log.Warn("model repository: cannot list model", "model", ms.name, "err", err)
 	}

@@ -46,8 +46,9 @@ func startWatch(t *testing.T, repo string, opts WatchOptions, models ...string) 
 	return w
 }
 
-// await reads updates until one of model satisfies ok, which sees every
-// update of model until then; it fails the test after 10s.
+// await reads updates until one of model (any model for "") satisfies
+// ok, which sees every update of model until then; it fails the test after
+// 10s.
 func await(t *testing.T, w *Watcher, model, what string, ok func(Update) bool) Update {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
@@ -57,7 +58,7 @@ func await(t *testing.T, w *Watcher, model, what string, ok func(Update) bool) U
 			if !open {
 				t.Fatalf("Updates closed while waiting for %s", what)
 			}
-			if u.Model == model && ok(u) {
+			if (model == "" || u.Model == model) && ok(u) {
 				return u
 			}
 		case <-deadline:
@@ -97,8 +98,40 @@ func TestWatchReportsVersionsWhoseFilesAreOldAtOnce(t *testing.T) {
 	// With an hour to settle, only the files' age can make version 1 settled.
 	w := startWatch(t, repo, WatchOptions{Settle: time.Hour, Rescan: time.Hour}, "m")
 	u := await(t, w, "m", "the first update", func(Update) bool { return true })
-	if !servable("1")(u) {
-		t.Fatalf("first update %+v, want version 1 alone (2 has not settled)", u)
+	if !servable("1")(u) || !slices.Equal(u.Settling, []string{"2"}) {
+		t.Fatalf("first update %+v, want version 1 alone, and 2 settling", u)
+	}
+}
+
+// An update says which versions are on their way (their files changed less
+// than Settle ago), so that no version yet and none coming can be told apart.
+func TestWatchSaysWhichVersionsAreStillSettling(t *testing.T) {
+	for _, mode := range watchModes {
+		t.Run(mode.name, func(t *testing.T) {
+			repo := t.TempDir()
+			writeVersion(t, repo, "m", "1", defaultBundle())
+			writeVersion(t, repo, "m", "3", defaultBundle())
+			if err := os.MkdirAll(filepath.Join(repo, "empty"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			w := startWatch(t, repo, mode.opts, "m", "empty")
+			first := map[string]Update{}
+			for len(first) < 2 {
+				u := await(t, w, "", "the first updates", func(Update) bool { return true })
+				if _, ok := first[u.Model]; !ok {
+					first[u.Model] = u
+				}
+			}
+			if u := first["m"]; len(u.Versions) != 0 || !slices.Equal(u.Settling, []string{"3", "1"}) {
+				t.Fatalf("first update %+v, want no version yet, 3 and 1 settling", u)
+			}
+			if u := first["empty"]; len(u.Versions) != 0 || len(u.Settling) != 0 {
+				t.Fatalf("a model without versions: %+v", u)
+			}
+			if u := await(t, w, "m", "versions 3 and 1", servable("3", "1")); len(u.Settling) != 0 {
+				t.Fatalf("settled, yet %q settling", u.Settling)
+			}
+		})
 	}
 }
 

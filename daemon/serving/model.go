@@ -81,6 +81,7 @@ type instance struct {
 	reason     string
 	since      time.Time
 	loadedAt   time.Time
+	loadTook   time.Duration // process start to the model loaded and warmed up
 	info       sdk.ModelInfo
 	val        *payload.Validation
 	configured map[string]json.RawMessage // the pipelines the process serves
@@ -446,6 +447,7 @@ func (e *startError) Unwrap() error { return e.err }
 // at a lower priority meanwhile, so a load does not starve the versions
 // that serve.
 func (md *Model) bringUp(ctx context.Context, inst *instance, validate bool) error {
+	began := time.Now()
 	proc, err := md.m.cfg.Start(inst.bin.path)
 	if err != nil {
 		return &startError{err}
@@ -467,13 +469,14 @@ func (md *Model) bringUp(ctx context.Context, inst *instance, validate bool) err
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
 	}
+	took := time.Since(began)
 	configured, bad, err := configure(ctx, proc, pipelines)
 	if err != nil {
 		return fmt.Errorf("configure pipelines: %w", err)
 	}
 	md.mu.Lock()
 	before := inst.bad // a restarted process refuses what the one before did
-	inst.info, inst.loadedAt = info, time.Now()
+	inst.info, inst.loadedAt, inst.loadTook = info, time.Now(), took
 	inst.configured, inst.bad, inst.gen = configured, bad, gen
 	if validate {
 		inst.state, inst.since = payload.StateValidating, time.Now()
@@ -770,7 +773,7 @@ func (md *Model) stateLocked() payload.ModelState {
 func (md *Model) versionState(inst *instance) payload.VersionState {
 	vs := payload.VersionState{State: inst.state, Reason: inst.reason, Plugin: inst.bin.label(), Task: inst.v.Manifest.Task,
 		Description: inst.info.Description, Signature: inst.info.Signature, InputShape: inst.info.InputShape,
-		Labels: inst.info.Labels, WarmupMS: sdk.Millis(inst.info.Warmup), Validation: inst.val, Restarts: inst.restarts,
+		Labels: inst.info.Labels, WarmupMS: sdk.Millis(inst.info.Warmup), LoadMS: sdk.Millis(inst.loadTook), Validation: inst.val, Restarts: inst.restarts,
 		Since: inst.since.UTC(), Pipelines: slices.Sorted(maps.Keys(inst.configured))}
 	if inst.proc != nil && md.live[inst] {
 		vs.PID = inst.proc.Pid()

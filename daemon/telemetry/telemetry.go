@@ -23,6 +23,9 @@ type Publisher struct {
 	Prefix string
 	Device string
 	Logger *slog.Logger
+	// OnEvent, when set, sees every event as it is published (the
+	// metrics count them by type); it must not block.
+	OnEvent func(payload.Event)
 }
 
 // Topic joins the prefix and parts with '/'.
@@ -37,6 +40,9 @@ func (p *Publisher) Topic(parts ...string) string {
 // Event publishes e on <prefix>/events, stamped with the time and device.
 func (p *Publisher) Event(e payload.Event) {
 	e.Schema, e.Time, e.Device = payload.Schema, time.Now().UTC(), p.Device
+	if p.OnEvent != nil {
+		p.OnEvent(e)
+	}
 	p.json(p.Topic("events"), false, e)
 }
 

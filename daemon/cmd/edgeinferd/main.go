@@ -5,6 +5,8 @@
 //	                                         pipeline's model in its plugin, exit
 //	edgeinferd -check -config-only           check the config file only
 //	edgeinferd watch [-config config.toml]   print what the daemon publishes
+//	edgeinferd models [-config config.toml]  list the model repository: versions,
+//	                                         signatures, and the running daemon's states
 //
 // See README.md for the config reference and the MQTT topics.
 package main
@@ -25,6 +27,8 @@ import (
 	"github.com/edgeinfer/edgeinfer/daemon"
 	"github.com/edgeinfer/edgeinfer/daemon/config"
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
+	"github.com/edgeinfer/edgeinfer/internal/logging"
+	"github.com/edgeinfer/edgeinfer/internal/sdnotify"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 	_ "github.com/edgeinfer/edgeinfer/sensors/all" // every sensor kind
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
@@ -33,6 +37,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "watch" {
 		os.Exit(watch(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "models" {
+		os.Exit(models(os.Args[2:]))
 	}
 	os.Exit(run(os.Args[1:]))
 }
@@ -58,6 +65,7 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d := daemon.New(cfg, log)
+	reportToSystemd(d, log)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -70,6 +78,31 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// reportToSystemd makes d report to systemd when it runs as a Type=notify
+// service ($NOTIFY_SOCKET; with WatchdogSec=, $WATCHDOG_USEC). The
+// variables are then removed from the environment: the plugin processes
+// must not inherit them.
+func reportToSystemd(d *daemon.Daemon, log *slog.Logger) {
+	n, err := sdnotify.FromEnv()
+	if err != nil {
+		log.Warn("not reporting to systemd", "err", err)
+	}
+	watchdog, err := sdnotify.Watchdog()
+	if err != nil {
+		log.Warn("no watchdog", "err", err)
+	}
+	sdnotify.Unsetenv()
+	if n == nil {
+		return
+	}
+	d.ReportTo(n, watchdog)
+	if watchdog > 0 {
+		log.Info("reporting to systemd", "watchdog", watchdog, "ping_every", watchdog/2)
+	} else {
+		log.Info("reporting to systemd, no watchdog")
+	}
 }
 
 // checkModels reports, for -check, what each pipeline would serve; with
@@ -179,12 +212,15 @@ func pinned(repository, model, version string) (repo.Version, error) {
 	return repo.Version{}, fmt.Errorf("pinned version %s (serving.%s.version) is not in the repository", version, model)
 }
 
+// newLogger makes the daemon's logger from [log] (checked by config).
 func newLogger(c config.Log) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	levels := map[string]slog.Level{}
+	for comp, name := range c.Levels {
+		var l slog.Level
+		l.UnmarshalText([]byte(name))
+		levels[comp] = l
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return logging.New(os.Stderr, c.Format, level, levels)
 }
