@@ -303,7 +303,7 @@ func TestBadInputsAreReportedAndTheNextGoodInputIsProcessed(t *testing.T) {
 		reason string
 	}{
 		{"truncated.jpg", jpg.Bytes()[:jpg.Len()/2], "jpeg is truncated"},
-		{"notes.jpg", []byte("this is a text file, not a picture\n"), "not a JPEG or PNG"},
+		{"notes.jpg", []byte("this is a text file, not a picture\n"), "not a JPEG, PNG, GIF, BMP, TIFF or WebP image"},
 		{"empty.png", nil, "empty (0 bytes)"},
 		{"tiny.png", pngOf(t, 1, 1), "1x1 pixels is under the minimum"},
 		{"huge.png", pngOf(t, 10000, 10000), "10000x10000 pixels is over the limit"},
@@ -318,9 +318,16 @@ func TestBadInputsAreReportedAndTheNextGoodInputIsProcessed(t *testing.T) {
 	}
 	w.publish(t, prefix+"/in/topic", bytes.Repeat([]byte{0xff}, 50<<20))
 	w.publish(t, prefix+"/in/topic", ds[10].png)
+	// A file no pattern takes: reported once, even when written again, and
+	// left where it is.
+	for range 2 {
+		if err := os.WriteFile(filepath.Join(inbox, "notes.txt"), []byte("shopping list\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 
-	waitFor(t, p, 60*time.Second, "6 bad_input events and 6 results", func() bool {
-		return len(w.eventsOf(t, payload.EventBadInput)) >= 6 && len(w.all("digits/result")) >= 5 && len(w.all("topic/result")) >= 1
+	waitFor(t, p, 60*time.Second, "7 bad_input events and 6 results", func() bool {
+		return len(w.eventsOf(t, payload.EventBadInput)) >= 7 && len(w.all("digits/result")) >= 5 && len(w.all("topic/result")) >= 1
 	})
 	bad := w.eventsOf(t, payload.EventBadInput)
 	for _, f := range files {
@@ -345,6 +352,15 @@ func TestBadInputsAreReportedAndTheNextGoodInputIsProcessed(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no bad_input event for the 50 MB payload; events: %+v", bad)
+	}
+	notes := 0
+	for _, e := range bad {
+		if strings.HasSuffix(e.Source, "notes.txt") && strings.Contains(e.Message, "matches none of the patterns") {
+			notes++
+		}
+	}
+	if _, err := os.Stat(filepath.Join(inbox, "notes.txt")); notes != 1 || err != nil {
+		t.Errorf("notes.txt: %d bad_input events, want 1; still in the inbox: %v", notes, err)
 	}
 	if rs := w.results(t, "topic"); len(rs) != 1 || rs[0].Seq == 0 {
 		t.Fatalf("the good payload after the 50 MB one: %+v", rs)

@@ -3,7 +3,10 @@
 // on an MQTT topic, through the daemon's own MQTT connection. Every message
 // is one image. Frames are delivered losslessly: the handler waits until the
 // pipelines have taken the frame, which slows the MQTT client down rather
-// than dropping images.
+// than dropping images. With a share group, the sensor takes part in an MQTT
+// shared subscription ($share/<group>/<topic>): the broker gives each
+// message to one of the daemons in the group, which is how a fleet spreads
+// one input topic across its devices.
 package mqtt
 
 import (
@@ -28,12 +31,13 @@ func init() {
 // config is the [sensors.<name>] table of a sensor of kind "mqtt".
 type config struct {
 	Topic    string `toml:"topic"`
+	Share    string `toml:"share"`
 	MaxBytes int    `toml:"max_bytes"`
 }
 
 type sensor struct {
 	env    sensors.Env
-	topic  string
+	topic  string         // the filter subscribed to, "$share/<group>/..." when shared
 	limits sensors.Limits // env.Limits with MaxBytes from max_bytes
 	seq    atomic.Uint64
 }
@@ -44,13 +48,23 @@ func New(env sensors.Env, decode sensors.Decoder) (sensors.Sensor, error) {
 	if err := decode(&cfg); err != nil {
 		return nil, err
 	}
-	if cfg.Topic == "" {
-		cfg.Topic = "in/" + env.Name
-		if env.Prefix != "" {
-			cfg.Topic = env.Prefix + "/" + cfg.Topic
+	own := "in/" + env.Name // this device's own input topic
+	if env.Prefix != "" {
+		own = env.Prefix + "/" + own
+	}
+	if cfg.Share != "" {
+		if err := checkGroup(cfg.Share); err != nil {
+			return nil, fmt.Errorf("share %q: %w", cfg.Share, err)
+		}
+		if cfg.Topic == "" {
+			return nil, fmt.Errorf("share %q needs a topic that every daemon of the group subscribes to: the default %q is this device's own", cfg.Share, own)
 		}
 	}
-	if err := checkTopic(cfg.Topic); err != nil {
+	if cfg.Topic == "" {
+		cfg.Topic = own
+	}
+	topic, err := subscription(cfg.Topic, cfg.Share)
+	if err != nil {
 		return nil, fmt.Errorf("topic %q: %w", cfg.Topic, err)
 	}
 	if cfg.MaxBytes < 0 {
@@ -58,7 +72,47 @@ func New(env sensors.Env, decode sensors.Decoder) (sensors.Sensor, error) {
 	}
 	limits := env.Limits
 	limits.MaxBytes = cfg.MaxBytes
-	return &sensor{env: env, topic: cfg.Topic, limits: limits}, nil
+	return &sensor{env: env, topic: topic, limits: limits}, nil
+}
+
+// subscription returns the filter to subscribe to for topic, shared in
+// group when one is given. A topic may also be written as a shared
+// subscription itself, "$share/<group>/<filter>".
+func subscription(topic, group string) (string, error) {
+	if rest, ok := strings.CutPrefix(topic, "$share/"); ok {
+		if group != "" {
+			return "", errors.New(`is a shared subscription already: set share or a "$share/" topic, not both`)
+		}
+		g, filter, ok := strings.Cut(rest, "/")
+		if !ok || filter == "" {
+			return "", errors.New(`a shared subscription is "$share/<group>/<filter>"`)
+		}
+		if err := checkGroup(g); err != nil {
+			return "", fmt.Errorf("group %q: %w", g, err)
+		}
+		if err := checkTopic(filter); err != nil {
+			return "", err
+		}
+		return topic, nil
+	}
+	if err := checkTopic(topic); err != nil {
+		return "", err
+	}
+	if group == "" {
+		return topic, nil
+	}
+	return "$share/" + group + "/" + topic, nil
+}
+
+// checkGroup checks the name of a shared subscription's group.
+func checkGroup(group string) error {
+	if group == "" {
+		return errors.New("is empty")
+	}
+	if strings.ContainsAny(group, "/+#") {
+		return errors.New(`must not hold "/", "+" or "#"`)
+	}
+	return nil
 }
 
 // checkTopic checks an MQTT topic filter: "+" must fill a whole level and

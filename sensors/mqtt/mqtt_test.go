@@ -96,6 +96,16 @@ func TestNewRejectsBadOptionsNamingThem(t *testing.T) {
 		{`max_bytes = -1`, "max_bytes must be >= 0 (0 = no limit), got -1"},
 		{`max_bytes = "big"`, "max_bytes"},
 		{`qos = 1`, `unknown option "qos"`},
+		{"share = \"a/b\"\ntopic = \"in/+\"", `share "a/b": must not hold "/", "+" or "#"`},
+		{"share = \"a+\"\ntopic = \"in/+\"", `share "a+": must not hold "/", "+" or "#"`},
+		{`share = "workers"`, `share "workers" needs a topic that every daemon of the group subscribes to: the default "edgeinfer/test/in/uploads" is this device's own`},
+		{"share = \"workers\"\ntopic = \"$share/workers/in/+\"", `topic "$share/workers/in/+": is a shared subscription already: set share or a "$share/" topic, not both`},
+		{`topic = "$share/workers"`, `topic "$share/workers": a shared subscription is "$share/<group>/<filter>"`},
+		{`topic = "$share/workers/"`, `topic "$share/workers/": a shared subscription is "$share/<group>/<filter>"`},
+		{`topic = "$share//in/+"`, `topic "$share//in/+": group "": is empty`},
+		{`topic = "$share/w+/in/+"`, `topic "$share/w+/in/+": group "w+": must not hold "/", "+" or "#"`},
+		{`topic = "$share/workers/in/#/x"`, `topic "$share/workers/in/#/x": "#" must be the whole last level`},
+		{"share = \"workers\"\ntopic = \"in/x+\"", `topic "in/x+": "+" must be a whole level`},
 	}
 	for _, tt := range tests {
 		_, err := New(sensortest.Env("uploads"), sensortest.Decoder(tt.body))
@@ -112,6 +122,8 @@ func TestSubscribesToTheConfiguredOrDefaultTopic(t *testing.T) {
 		{"", "edgeinfer/test/in/uploads"},
 		{`topic = "cameras/+/jpeg"`, "cameras/+/jpeg"},
 		{`topic = "uploads/#"`, "uploads/#"},
+		{"share = \"workers\"\ntopic = \"fleet/in/+\"", "$share/workers/fleet/in/+"},
+		{`topic = "$share/workers/fleet/in/+"`, "$share/workers/fleet/in/+"},
 	}
 	for _, tt := range tests {
 		b, _ := start(t, tt.body)
@@ -237,5 +249,15 @@ func TestRunReturnsTheSubscribeError(t *testing.T) {
 	err = s.Run(t.Context(), &sensortest.Sink{})
 	if err == nil || err.Error() != `subscribe to "edgeinfer/test/in/uploads": not connected` {
 		t.Fatalf("Run = %v, want the subscribe error", err)
+	}
+}
+
+func TestASharedSubscriptionsFrameNamesTheTopicItsMessageCameOn(t *testing.T) {
+	b, sink := start(t, "share = \"workers\"\ntopic = \"fleet/in/+\"")
+	data, _ := sensortest.PNG(t, 16, 16, 1)
+	b.publish(t, "fleet/in/417", data)
+	frames := sink.Frames()
+	if len(frames) != 1 || frames[0].Source != "fleet/in/417#1" {
+		t.Fatalf("frames %v, want one with source fleet/in/417#1 (the topic, not the $share filter)", frames)
 	}
 }
