@@ -27,8 +27,28 @@ type faceScenes struct {
 			Identity string     `json:"identity"`
 			Box      [4]float64 `json:"box"` // the head disc's x1, y1, x2, y2
 		} `json:"heads"`
+		// Unlabelled objects that are not faces: "disc" (a plain head),
+		// "partial" (a disc with one or two face parts), "square", "triangle".
+		Distractors []struct {
+			Kind string     `json:"kind"`
+			Box  [4]float64 `json:"box"` // the outline's x1, y1, x2, y2
+		} `json:"distractors"`
 	} `json:"scenes"`
 }
+
+// maxFalseFaceCrops bounds the crops TestEveryFaceInHeldOutScenesIsFoundAndNamedThroughDetectCropEmbed
+// may take from no face in its 50 scenes. train_facedet.py measured 12
+// detections scoring >= 0.5 on no face in 300 held-out scenes (0.04 a scene,
+// each on a distractor: 11 of the 42 discs with two face parts, 1 of 118
+// triangles, no plain disc); the 50 scenes here hold 14 partial faces and
+// gave 4, each on one of them. The same recipe trained on scenes of other
+// training identities (identities.TRAIN_IDS 0..999 instead of 0..299) gave
+// 19 in 300 scenes and, in Python, 6 here. 8 (0.16 a scene) leaves room for
+// such retraining, while the same detector trained on scenes without
+// distractors took 34 crops here (and named 0.926 of the faces right: the
+// accuracy alone passed it), and one that takes every disc for a face would
+// take at least 38 (24 plain discs and 14 partial faces).
+const maxFalseFaceCrops = 8
 
 // faceDetector is the trained face detector's repository and what
 // train_facedet.py measured on 300 held-out scenes
@@ -119,7 +139,9 @@ func (l *releases) check(t *testing.T, slack time.Duration) {
 }
 
 // Held-out scenes (tfmodels/zoo facescenes.py: 128x128, 1-3 faces of the 20
-// identities no model trained on) dropped into a folder go through the
+// identities no model trained on, among 0-3 distractors: plain discs of a
+// head's size and colours, discs with one or two face parts, squares and
+// triangles) dropped into a folder go through the
 // trained face detector (faces_faster_rcnn, train_facedet.py), and each
 // face it finds is cropped (the margin that puts a head at the scale
 // ident_facenet trained on) and named by ident_facenet against the gallery
@@ -130,7 +152,9 @@ func (l *releases) check(t *testing.T, slack time.Duration) {
 // at least 90% of the faces drawn are found (a crop's origin box with
 // IoU >= 0.5) and named right (the nearest gallery identity, as the embed
 // test scores identification, at the model's trained threshold): a face
-// the detector misses counts as wrong.
+// the detector misses counts as wrong. A crop matched to no face is a false
+// positive (logged with the distractor it covers, if any, and what it was
+// named; it never counts as a right name): at most maxFalseFaceCrops.
 func TestEveryFaceInHeldOutScenesIsFoundAndNamedThroughDetectCropEmbed(t *testing.T) {
 	const n = 50
 	repo, minScore, pyRecall, pyAP := faceDetector(t)
@@ -144,6 +168,15 @@ func TestEveryFaceInHeldOutScenesIsFoundAndNamedThroughDetectCropEmbed(t *testin
 	}
 	if err := json.Unmarshal(b, &set); err != nil || len(set.Scenes) != n || set.Margin <= 0 {
 		t.Fatalf("scenes/labels.json: %v: %d scenes, margin %g", err, len(set.Scenes), set.Margin)
+	}
+	kinds := map[string]int{}
+	for _, s := range set.Scenes {
+		for _, d := range s.Distractors {
+			kinds[d.Kind]++
+		}
+	}
+	if kinds["disc"] == 0 || kinds["partial"] == 0 || kinds["disc"]+kinds["partial"]+kinds["square"]+kinds["triangle"] < n {
+		t.Fatalf("scenes/labels.json: distractors %v, want at least one a scene, plain discs and partial faces among them", kinds)
 	}
 	files := make([]string, n)
 	for i, s := range set.Scenes {
@@ -248,7 +281,8 @@ max_crops = %d
 	}
 
 	// Each face drawn: the crop whose box overlaps it most, if IoU >= 0.5.
-	heads, found, right, accepted, matchedCrops := 0, 0, 0, 0, 0
+	heads, found, right, accepted, matchedCrops, falseNamed := 0, 0, 0, 0, 0, 0
+	falseOn := map[string]int{} // false-positive crops by the distractor kind under them ("nothing": none)
 	for _, s := range set.Scenes {
 		used := map[int]bool{}
 		for _, h := range s.Heads {
@@ -276,12 +310,35 @@ max_crops = %d
 			}
 		}
 		matchedCrops += len(used)
+		// The crops left: false positives, on the distractor they overlap
+		// most (IoU >= 0.5), or on nothing drawn.
+		for i, c := range crops[s.Image] {
+			if used[i] {
+				continue
+			}
+			kind, on, best := "nothing", "nothing drawn", 0.5
+			for _, d := range s.Distractors {
+				if v := iou(c.box, d.Box); v >= best {
+					kind, on, best = d.Kind, fmt.Sprintf("a %s distractor at %v (IoU %.2f)", d.Kind, d.Box, v), v
+				}
+			}
+			falseOn[kind]++
+			if c.ident != "unknown" {
+				falseNamed++
+			}
+			t.Logf("%s: a crop of no face, box %v on %s: named %s (within the threshold: %s)", s.Image, c.box, on, c.top, c.ident)
+		}
 	}
 	acc := float64(right) / float64(heads)
-	t.Logf("%d scenes, %d faces, %d crops (%d on no face) in %s; faces found %d (%.4f; train_facedet.py: recall %.4f at score >= %g, AP@0.5 %.4f), named right %d: %.4f; within the threshold %g as well: %.4f",
-		n, heads, total, total-matchedCrops, elapsed.Round(time.Millisecond), found, float64(found)/float64(heads), pyRecall, minScore, pyAP,
+	falseCrops := total - matchedCrops
+	t.Logf("%d scenes, %d faces, %d distractors %v, %d crops (%d on no face: %v, %d of them given a gallery identity) in %s; faces found %d (%.4f; train_facedet.py: recall %.4f at score >= %g, AP@0.5 %.4f), named right %d: %.4f; within the threshold %g as well: %.4f",
+		n, heads, kinds["disc"]+kinds["partial"]+kinds["square"]+kinds["triangle"], kinds, total, falseCrops, falseOn, falseNamed,
+		elapsed.Round(time.Millisecond), found, float64(found)/float64(heads), pyRecall, minScore, pyAP,
 		right, acc, thr, float64(accepted)/float64(heads))
 	if acc < 0.9 {
 		t.Errorf("%.4f of the faces found and named right, want >= 0.9", acc)
+	}
+	if falseCrops > maxFalseFaceCrops {
+		t.Errorf("%d crops of no face (%v), want at most %d", falseCrops, falseOn, maxFalseFaceCrops)
 	}
 }

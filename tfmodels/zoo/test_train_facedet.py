@@ -1,5 +1,5 @@
 """Fast tests of train_facedet.py: the recall and precision it reports on hand-made detections,
-its cache key and paths, and a smoke training through the CLI whose export is a one-label
+and the distractors it counts as taken for faces, its cache key and paths, and a smoke training through the CLI whose export is a one-label
 detect_rcnn version with golden files, cached and then installed from the cache (no real
 training here; train_facedet.py prints its own held-out metrics).
 
@@ -52,6 +52,23 @@ def test_found_on_a_scene_without_heads():
     assert (got["found"], got["heads"], got["detections"], got["recall"], got["precision"]) == (0, 0, 1, 0.0, 0.0)
 
 
+def test_on_distractors_counts_those_a_detection_above_the_threshold_covers():
+    D = facescenes.Distractor
+    disc = D("disc", 30.0, 30.0, 10.0, 0.0, (100.0, 100.0, 100.0))  # box (20, 20, 40, 40)
+    square = D("square", 90.0, 90.0, 20.0, 0.0, (100.0, 100.0, 100.0))  # box (80, 80, 100, 100)
+    partial = D("partial", 30.0, 90.0, 10.0, 0.0, (100.0, 100.0, 100.0), ())  # box (20, 80, 40, 100)
+    assert (disc.box(), square.box(), partial.box()) == ((20, 20, 40, 40), (80, 80, 100, 100), (20, 80, 40, 100))
+    got = T.on_distractors(outputs([
+        (20, 20, 40, 40, 0.9),     # the disc
+        (80, 80, 100, 100, 0.3),   # the square, under the threshold
+        (30, 80, 50, 100, 0.9),    # the partial face, IoU 1/3: not taken for a face
+    ]), [[disc, square, partial]])
+    assert got["disc"] == {"n": 1, "detected": 1, "rate": 1.0}
+    assert got["square"]["detected"] == 0 and got["partial"]["detected"] == 0 and got["triangle"]["n"] == 0
+    assert got["all"] == {"n": 3, "detected": 1, "rate": pytest.approx(1 / 3)}
+    assert T.on_distractors(outputs([(80, 80, 100, 100, 0.3)]), [[square]], score_threshold=0.2)["square"]["rate"] == 1
+
+
 def test_cache_key_and_paths(monkeypatch, tmp_path):
     k = T.cache_key()
     assert re.fullmatch(r"[0-9a-f]{16}", k)
@@ -86,6 +103,8 @@ def test_smoke_training_exports_a_servable_version(monkeypatch, tmp_path):
         m = json.load(f)
     assert m["n_eval"] == T.N_EVAL and m["score_threshold"] == T.SCORE_THRESHOLD and m["train_seconds"] > 0
     assert 0 <= m["recall"] <= 1 and 0 <= m["map50"] <= 1 and m["heads"] > T.N_EVAL
+    assert set(m["distractors"]) == set(facescenes.KINDS) | {"all"} and m["distractors"]["all"]["n"] > T.N_EVAL
+    assert sum(m["distractors"][k]["n"] for k in facescenes.KINDS) == m["distractors"]["all"]["n"]
     assert os.path.exists(str(tmp_path / "cache" / "edgeinfer" / "trained" / f"{T.NAME}-{m['key']}.json"))
     # a second run installs from the cache without training
     lines = []

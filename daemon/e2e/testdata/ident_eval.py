@@ -12,8 +12,11 @@ detect -> crop -> embed), and its scoring.
                    gallery seed's first 5, probe/ the probe seed's first 5
         scenes/    with SCENES > 0: the first SCENES held-out face scenes of
                    tfmodels.zoo.facescenes (128x128, 1-3 heads of the gallery's
-                   identities each), NNNN.png and labels.json (facescenes.write_dir:
-                   each head's identity and disc box, and the crop margin)
+                   identities and 0-3 unlabelled distractors each: plain discs,
+                   discs with one or two face parts, squares, triangles),
+                   NNNN.png and labels.json (facescenes.write_dir: each head's
+                   identity and disc box, each distractor's kind and box, and the
+                   crop margin)
 
     ident_eval.py score DIR RESULTS
         RESULTS is a JSON object, each output as the embed plugin publishes it
@@ -65,7 +68,8 @@ def write(dir: str, per_id: int = I.PROBE_PER_ID, scenes: int = 0) -> None:
         for i in range(5):
             I._save(os.path.join(d, f"{i:03d}.png"), I.image(NEWBIE, i, seed))
     if scenes > 0:
-        facescenes.write_dir(os.path.join(dir, "scenes"), *facescenes.generate(scenes, "heldout"))
+        images, heads, distractors = facescenes.generate_scenes(scenes, "heldout")
+        facescenes.write_dir(os.path.join(dir, "scenes"), images, facescenes.objects(heads), distractors)
 
 
 def number(name: str) -> int:
