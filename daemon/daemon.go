@@ -12,6 +12,7 @@
 //	daemon/crop       which upstream detections become crop frames, and their pixels
 //	daemon/pipeline   the pipeline worker: frame in, result out
 //	daemon/telemetry  events, model state, stats
+//	daemon/outbox     results and events on disk, in order, while the broker is away
 //	daemon/health     readiness, stuck pipelines and the status line systemd is told (service.go)
 //	daemon/payload    the JSON payloads (imported by watch and the tests)
 //
@@ -137,6 +138,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.tel = &telemetry.Publisher{Prefix: m.Prefix, Device: cfg.Device, Logger: d.log}
+	box, err := d.openOutbox(cfg)
+	if err != nil {
+		return err
+	}
 	d.bus, err = bus.New(bus.Options{
 		Broker: brokerURL, ClientID: m.ClientID, Username: m.Username, Password: password,
 		CAFile: m.CAFile, CertFile: m.CertFile, KeyFile: m.KeyFile, Insecure: m.InsecureSkipVerify,
@@ -144,6 +149,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		WillTopic: d.tel.Topic("status"), WillPayload: "offline",
 		OnConnect: d.publishState,
 		Logger:    d.log.With("component", "mqtt"),
+		Outbox:    box,
 	})
 	if err != nil {
 		return err

@@ -2,11 +2,20 @@
 // publishing results, events and retained state, subscribing to input
 // topics, the last will, TLS and authentication, and reconnecting by itself.
 // Subscriptions are remembered and made again after every reconnect.
+//
+// With an outbox (Options.Outbox, daemon/outbox), results and events go
+// through it: on disk first, then to the broker on a connection of the
+// outbox's own, in order (outbox.go says why not on this one). Retained
+// state published while the connection is down is not queued: only the
+// newest payload of each topic is kept, and sent when the connection is
+// back (unless OnConnect published that topic again).
 package bus
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,6 +25,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgeinfer/edgeinfer/daemon/outbox"
 )
 
 // Options for Connect.
@@ -37,6 +48,10 @@ type Options struct {
 	// renewed: publish the retained state there.
 	OnConnect func()
 	Logger    *slog.Logger
+	// Outbox, when set, takes the results (PublishResult) and every
+	// publish that is not retained (events, command replies), and delivers
+	// them once Connect has connected; Close closes it.
+	Outbox *outbox.Outbox
 }
 
 // Bus is a connected MQTT client.
@@ -52,6 +67,15 @@ type Bus struct {
 	early []earlyMessage
 
 	connections atomic.Uint64 // made so far, the first one included
+
+	box     *outbox.Outbox
+	boxConn *outboxConn
+	stopBox func()
+
+	// retained holds the newest retained payload of each topic published
+	// while the connection was down; sent when it is back.
+	retMu    sync.Mutex
+	retained map[string][]byte
 }
 
 // earlyMessage is a message of the persistent session that arrived before
@@ -70,7 +94,8 @@ const staleAfter = time.Minute
 
 // New prepares a client; Connect connects it.
 func New(opts Options) (*Bus, error) {
-	b := &Bus{qos: opts.QoS, log: opts.Logger, subs: map[string]paho.MessageHandler{}, timeout: opts.ConnectTimeout, broker: opts.Broker}
+	b := &Bus{qos: opts.QoS, log: opts.Logger, subs: map[string]paho.MessageHandler{}, timeout: opts.ConnectTimeout, broker: opts.Broker,
+		box: opts.Outbox, retained: map[string][]byte{}}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -89,10 +114,11 @@ func New(opts Options) (*Bus, error) {
 	if opts.Username != "" {
 		o.SetUsername(opts.Username).SetPassword(opts.Password)
 	}
+	var tc *tls.Config
 	if strings.HasPrefix(opts.Broker, "ssl") || strings.HasPrefix(opts.Broker, "tls") ||
 		strings.HasPrefix(opts.Broker, "mqtts") || strings.HasPrefix(opts.Broker, "wss") || opts.CAFile != "" || opts.CertFile != "" {
-		tc, err := tlsConfig(opts)
-		if err != nil {
+		var err error
+		if tc, err = tlsConfig(opts); err != nil {
 			return nil, err
 		}
 		o.SetTLSConfig(tc)
@@ -104,6 +130,12 @@ func New(opts Options) (*Bus, error) {
 		b.log.Info("mqtt connected", "broker", opts.Broker)
 		b.connections.Add(1)
 		b.resubscribe()
+		// Not at once: paho resends what its store holds from a snapshot
+		// of it taken just after this handler starts, and a publish that
+		// lands in the store before the snapshot is sent twice (and
+		// raced on). A state published meanwhile (OnConnect's) supersedes
+		// what was kept for its topic.
+		time.AfterFunc(retainedDelay, b.sendRetained)
 		if opts.OnConnect != nil {
 			opts.OnConnect()
 		}
@@ -112,6 +144,9 @@ func New(opts Options) (*Bus, error) {
 		b.log.Warn("mqtt connection lost; reconnecting", "broker", opts.Broker, "err", err)
 	})
 	b.client = paho.NewClient(o)
+	if b.box != nil {
+		b.boxConn = newOutboxConn(opts, tc)
+	}
 	return b, nil
 }
 
@@ -126,6 +161,7 @@ func (b *Bus) Connect() error {
 	if err := tok.Error(); err != nil {
 		return fmt.Errorf("mqtt %s: %w", b.broker, err)
 	}
+	b.startOutbox()
 	return nil
 }
 
@@ -164,8 +200,22 @@ func tlsConfig(opts Options) (*tls.Config, error) {
 	return tc, nil
 }
 
-// Publish sends payload without waiting; a failure is logged.
+// Publish sends payload without waiting; a failure is logged. With an
+// outbox, what is not retained goes through it (dropped and counted if it
+// is full: Publish never waits). Retained payloads published while the
+// connection is down wait, the newest of each topic only, for the
+// connection to come back.
 func (b *Bus) Publish(topic string, retain bool, payload []byte) {
+	if !retain && b.box != nil {
+		err := b.box.Put(context.Background(), outbox.Message{Topic: topic, Payload: payload}, false, nil)
+		if err != nil && !errors.Is(err, outbox.ErrFull) {
+			b.log.Warn("not queued in the outbox", "topic", topic, "err", err)
+		}
+		return
+	}
+	if retain && b.keepRetained(topic, payload) {
+		return
+	}
 	tok := b.client.Publish(topic, b.qos, retain, payload)
 	go func() {
 		if tok.WaitTimeout(time.Minute) && tok.Error() != nil {
@@ -304,9 +354,46 @@ func (b *Bus) resubscribe() {
 	}
 }
 
+// keepRetained keeps a retained payload for later if the connection is
+// down now, and reports whether it did. While it is down paho would queue
+// every retained publish in memory, and resend them in no particular
+// order after the reconnect, leaving an older state retained over a newer
+// one; what is retained is state, and only its newest value matters.
+func (b *Bus) keepRetained(topic string, payload []byte) bool {
+	b.retMu.Lock()
+	defer b.retMu.Unlock()
+	if b.client.IsConnectionOpen() {
+		delete(b.retained, topic) // superseded
+		return false
+	}
+	b.retained[topic] = payload
+	return true
+}
+
+// retainedDelay is how long after a connection the retained payloads
+// kept while it was down are sent.
+const retainedDelay = 200 * time.Millisecond
+
+// sendRetained sends the retained payloads kept while the connection was
+// down, shortly after every connection.
+func (b *Bus) sendRetained() {
+	b.retMu.Lock()
+	defer b.retMu.Unlock()
+	if !b.client.IsConnectionOpen() {
+		return // lost again: they wait for the next one
+	}
+	for topic, payload := range b.retained {
+		b.client.Publish(topic, b.qos, true, payload)
+		delete(b.retained, topic)
+	}
+}
+
 // Close disconnects cleanly, waiting up to quiesce for pending work. The
 // broker does not publish the will after a clean disconnect: publish the
-// final status first.
+// final status first. An outbox is given a few seconds to deliver what it
+// holds, if the broker can be reached, and closed: the rest goes out after
+// the next start.
 func (b *Bus) Close(quiesce time.Duration) {
+	b.closeOutbox()
 	b.client.Disconnect(uint(quiesce.Milliseconds()))
 }

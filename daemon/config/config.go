@@ -30,6 +30,7 @@ import (
 	"github.com/edgeinfer/edgeinfer/sensors"
 
 	"github.com/edgeinfer/edgeinfer/daemon/crop"
+	"github.com/edgeinfer/edgeinfer/daemon/outbox"
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
 	"github.com/edgeinfer/edgeinfer/daemon/track"
 	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
@@ -141,7 +142,21 @@ type MQTT struct {
 	CertFile           string   `toml:"cert_file"`
 	KeyFile            string   `toml:"key_file"`
 	InsecureSkipVerify bool     `toml:"insecure_skip_verify"`
+	// OutboxDir holds the outbox (daemon/outbox), where results and events
+	// wait on disk while the broker cannot be reached. Default: "outbox"
+	// in systemd's state directory ($STATE_DIRECTORY, StateDirectory=);
+	// without one, and not set, there is no outbox.
+	OutboxDir string `toml:"outbox_dir"`
+	// OutboxMaxBytes bounds the outbox (default 64 MiB, at least 64 KiB);
+	// 0: no outbox.
+	OutboxMaxBytes int64 `toml:"outbox_max_bytes"`
 }
+
+// DefaultOutboxMaxBytes is [mqtt] outbox_max_bytes when it is not set.
+const DefaultOutboxMaxBytes = 64 << 20
+
+// Outbox reports whether results and events go through an outbox.
+func (m MQTT) Outbox() bool { return m.OutboxDir != "" && m.OutboxMaxBytes > 0 }
 
 // Limits bound what sensors accept (see sensors.Limits).
 type Limits struct {
@@ -395,6 +410,14 @@ func (c *Config) defaults() {
 	if m.ConnectTimeout.Duration == 0 {
 		m.ConnectTimeout.Duration = 10 * time.Second
 	}
+	if m.OutboxDir == "" {
+		if state, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); state != "" {
+			m.OutboxDir = filepath.Join(state, "outbox")
+		}
+	}
+	if !c.md.IsDefined("mqtt", "outbox_max_bytes") {
+		m.OutboxMaxBytes = DefaultOutboxMaxBytes
+	}
 	if c.HomeAssistant.Prefix == "" {
 		c.HomeAssistant.Prefix = "homeassistant"
 	}
@@ -579,8 +602,21 @@ func (c *Config) checkMQTT() error {
 			return c.errf(key, "%v", err)
 		}
 	}
+	if m.OutboxMaxBytes != 0 && m.OutboxMaxBytes < outbox.MinBytes {
+		return c.errf("mqtt.outbox_max_bytes", "must be 0 (no outbox) or at least %d (64 KiB), got %d", outbox.MinBytes, m.OutboxMaxBytes)
+	}
+	if m.Outbox() {
+		if st, err := os.Stat(m.OutboxDir); err == nil && !st.IsDir() {
+			return c.errf("mqtt.outbox_dir", "%q is not a directory", m.OutboxDir)
+		}
+	}
 	return nil
 }
+
+// KeyError names the file, the line of key and key in front of err, for
+// a setting found wrong when it is used (an outbox folder that cannot be
+// made).
+func (c *Config) KeyError(key string, err error) error { return c.errf(key, "%v", err) }
 
 func (c *Config) checkHTTP() error {
 	if c.HTTP.Listen == "" {

@@ -148,6 +148,7 @@ const (
 	EventConfigReloaded  = "config_reloaded"
 	EventConfigRejected  = "config_rejected"  // the new config is invalid or needs a restart; the old one keeps running
 	EventOptionsRejected = "options_rejected" // the plugin refused a pipeline's options; its frames wait for a fixed config
+	EventOutboxOverflow  = "outbox_overflow"  // the outbox was full: live results and events were dropped (attrs: dropped, dropped_bytes, topics, first_dropped, last_dropped, total_dropped)
 )
 
 // Version states, in the order a version goes through them.

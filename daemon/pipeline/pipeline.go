@@ -3,7 +3,8 @@
 // now (a lease from daemon/serving, so a version switch happens between
 // frames), and publishes the result, after the images the task made for
 // dashboards (sdk.Result.Images, each on <prefix>/<pipeline>/<name>). The
-// frame's input is released only once the broker has the result.
+// frame's input is released only once the broker has the result, or, with
+// an outbox, once the result is on disk in it (OutboxPublisher).
 //
 // A pipeline can feed others ([pipelines.<name>] from): after its result
 // is handed to the broker, each router.Feed it has cuts the crops it wants
@@ -43,6 +44,15 @@ import (
 // has it (or it failed).
 type Publisher interface {
 	PublishThen(topic string, retain bool, payload []byte, then func(error))
+}
+
+// OutboxPublisher is a Publisher with an outbox (daemon/bus with
+// daemon/outbox): PublishResult calls then once the result is on disk in
+// the outbox, before the broker has it. A lossless frame's result waits
+// there for room until ctx ends (the pipeline waits with it); a live one
+// is dropped when there is none.
+type OutboxPublisher interface {
+	PublishResult(ctx context.Context, topic string, retain bool, payload []byte, lossless bool, then func(error))
 }
 
 // Env is what a pipeline needs from the daemon.
@@ -216,7 +226,7 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 	for _, name := range names {
 		p.env.Publishing.Add(1)
 		topic := path.Dir(p.env.Topic) + "/" + name
-		p.env.Bus.PublishThen(topic, p.env.Retain, res.Images[name], func(err error) {
+		p.publish(ctx, j, topic, res.Images[name], func(err error) {
 			defer p.env.Publishing.Done()
 			if err != nil {
 				p.env.Logger.Warn("image not published", "topic", topic, "err", err)
@@ -234,10 +244,11 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 		release = j.Hold()
 	}
 	// The frame is finished (its file moved to done/, its MQTT message
-	// acknowledged) only once the broker has the result, so a crash in
-	// between loses nothing: the input is processed again.
+	// acknowledged) only once the broker has the result, or the outbox has
+	// it on disk, so a crash in between loses nothing: the input is
+	// processed again.
 	p.env.Publishing.Add(1)
-	p.env.Bus.PublishThen(p.env.Topic, p.env.Retain, b, func(err error) {
+	p.publish(ctx, j, p.env.Topic, b, func(err error) {
 		defer p.env.Publishing.Done()
 		if err != nil {
 			j.Done(fmt.Errorf("result not published: %v: %w", err, sensors.ErrUnfinished))
@@ -262,6 +273,17 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 	if release != nil {
 		release(nil)
 	}
+}
+
+// publish hands a result or one of its images to the bus: to its outbox
+// if it has one (where a lossless frame's result may wait for room), else
+// straight to the broker.
+func (p *Pipeline) publish(ctx context.Context, j *router.Job, topic string, body []byte, then func(error)) {
+	if ob, ok := p.env.Bus.(OutboxPublisher); ok {
+		ob.PublishResult(ctx, topic, p.env.Retain, body, !j.Live(), then)
+		return
+	}
+	p.env.Bus.PublishThen(topic, p.env.Retain, body, then)
 }
 
 // imageName reports whether name can be the last level of an image's

@@ -78,6 +78,10 @@ func (j *Job) Done(err error) {
 	j.track.done(err)
 }
 
+// Live reports whether the frame came from a live source (or is a crop of
+// one): nothing waits for its result, which may be dropped.
+func (j *Job) Live() bool { return j.live }
+
 // Hold keeps the frame's input from being released until the returned
 // function is called; calls after the first do nothing. A pipeline takes a
 // hold for each crop of the frame it hands to a pipeline fed by it, before

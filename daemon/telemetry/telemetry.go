@@ -46,6 +46,18 @@ func (p *Publisher) Event(e payload.Event) {
 	p.json(p.Topic("events"), false, e)
 }
 
+// EventMessage returns the topic and payload Event would publish for e
+// (stamped, and seen by OnEvent) without publishing it, for a caller that
+// publishes it its own way (the outbox's overflow report).
+func (p *Publisher) EventMessage(e payload.Event) (string, []byte, error) {
+	e.Schema, e.Time, e.Device = payload.Schema, time.Now().UTC(), p.Device
+	if p.OnEvent != nil {
+		p.OnEvent(e)
+	}
+	b, err := json.Marshal(e)
+	return p.Topic("events"), b, err
+}
+
 // Model publishes a model's state, retained, on <prefix>/models/<model>.
 func (p *Publisher) Model(st payload.ModelState) {
 	p.json(p.Topic("models", st.Model), true, st)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -100,6 +101,44 @@ func (b *Broker) Stop() {
 		b.cmd.Wait()
 		b.cmd = nil
 	}
+}
+
+// StopGracefully stops the broker with SIGTERM, as systemd would: it
+// closes its clients' connections and, with Persistent, saves its state.
+func (b *Broker) StopGracefully() {
+	if b.cmd != nil {
+		b.cmd.Process.Signal(syscall.SIGTERM)
+		b.cmd.Wait()
+		b.cmd = nil
+	}
+}
+
+// Resume starts a stopped broker again on the same port.
+func (b *Broker) Resume(t testing.TB) {
+	t.Helper()
+	if b.cmd == nil {
+		b.start(t)
+	}
+}
+
+// Persistent is config for StartBroker: the broker keeps its state (the
+// persistent sessions with their subscriptions and queued messages, and
+// the retained messages) in a folder of its own across StopGracefully and
+// Resume, so that a subscriber with a persistent session misses nothing
+// published while it could not connect.
+func Persistent(t testing.TB) []string {
+	t.Helper()
+	// Not t.TempDir(): mosquitto started as root drops to its own user,
+	// which must be able to write there.
+	dir, err := os.MkdirTemp("", "mosquitto-state-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return []string{"persistence true", "persistence_location " + dir + "/", "max_queued_messages 100000"}
 }
 
 // Restart starts the broker again on the same port.
