@@ -31,6 +31,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
 .PHONY: build deps sysdeps models models-trained models-full models-real import-deps run-real test test-go test-race test-py bench bench-post bench-tf bench-plugin bench-e2e bench-reload run watch proto clean
+.PHONY: install uninstall deb pkg-bin test-install test-deb
 
 ## deps: the venv with pinned Python packages and the TensorFlow pkg-config file (idempotent).
 deps: $(PC)
@@ -107,13 +108,102 @@ $(TFJSREF)/node_modules/.package-lock.json: $(TFJSREF)/package-lock.json
 models-real: build import-deps
 	scripts/real-models.sh models-real
 
-## test: every test, Go and Python.
-test: test-go test-race test-py
+## test: every test, Go and Python, and the install and the .deb (test-install, test-deb).
+test: test-go test-race test-py test-install test-deb
+
+## install: edgeinferd, the plugins, the unit, the sysusers.d file, a default
+## /etc/edgeinfer/config.toml (never overwritten) and the demo model it serves,
+## into $(DESTDIR)$(PREFIX) (packaging/install.sh; packaging/README.md). Run `make build` first.
+## TENSORFLOW: build (the default: the plugins as `make build` linked them, finding
+## TensorFlow in this checkout), outside (plugins linked to find it in
+## $(PLUGINDIR)/tensorflow, which edgeinfer-fetch-tensorflow fills) or inside (the same,
+## with its two libraries copied there: 850 MB).
+## uninstall: removes what install put under $(PREFIX), its unit and sysusers.d file
+## (not /etc/edgeinfer, not /var/lib/edgeinfer; `systemctl disable --now edgeinferd` first).
+## deb: build/edgeinfer_$(VERSION)_<arch>.deb with nfpm: `make install PREFIX=/usr
+## TENSORFLOW=outside` (or TENSORFLOW=inside) staged in build/pkg/root, the config a
+## conffile, maintainer scripts that create the user and enable the unit without starting it.
+VERSION    ?= 0.1.0
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+PLUGINDIR  ?= $(PREFIX)/lib/edgeinfer
+DATADIR    ?= $(PREFIX)/share/edgeinfer
+DOCDIR     ?= $(PREFIX)/share/doc/edgeinfer
+# Fixed by the unit: ConfigurationDirectory=edgeinfer, StateDirectory=edgeinfer.
+SYSCONFDIR := /etc
+STATEDIR   := /var/lib/edgeinfer
+# systemd reads units and sysusers.d files under /usr and /usr/local, not under other prefixes.
+SYSTEMD_UNIT_DIR ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
+SYSUSERS_DIR     ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/sysusers.d,/etc/sysusers.d)
+SEED_STATE ?= yes
+PLUGINS    := classify detect segment embed video
+INSTALL_TF  = $(or $(TENSORFLOW),build)
+PKG_BIN    := build/pkg/bin
+NFPM_VERSION := v2.48.0
+NFPM       := build/tools/nfpm-$(NFPM_VERSION)/nfpm
+DEB_ARCH    = $(shell go env GOARCH)
+DEB         = build/edgeinfer_$(VERSION)_$(DEB_ARCH).deb
+DEB_MAINTAINER ?= edgeinfer maintainers <root@localhost>
+
+install: $(if $(filter build,$(INSTALL_TF)),,pkg-bin)
+	DESTDIR='$(DESTDIR)' BINDIR='$(BINDIR)' SBINDIR='$(SBINDIR)' PLUGINDIR='$(PLUGINDIR)' DATADIR='$(DATADIR)' \
+	  DOCDIR='$(DOCDIR)' SYSCONFDIR='$(SYSCONFDIR)' STATEDIR='$(STATEDIR)' UNITDIR='$(SYSTEMD_UNIT_DIR)' \
+	  SYSUSERSDIR='$(SYSUSERS_DIR)' SRC_BIN='$(if $(filter build,$(INSTALL_TF)),$(BIN),$(PKG_BIN))' PLUGINS='$(PLUGINS)' \
+	  MODELS='$(MODELS)' TENSORFLOW='$(INSTALL_TF)' TF_LIBDIR="$$(pkg-config --variable=libdir tensorflow)" \
+	  SEED_STATE='$(SEED_STATE)' packaging/install.sh
+	@test -n '$(DESTDIR)' || echo 'next: systemd-sysusers; systemctl daemon-reload; edgeinferd -check -config /etc/edgeinfer/config.toml; systemctl enable --now edgeinferd'
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/edgeinferd $(DESTDIR)$(SBINDIR)/edgeinfer-fetch-tensorflow $(patsubst %,$(DESTDIR)$(PLUGINDIR)/edgeinfer-%,$(PLUGINS)) \
+	  $(DESTDIR)$(PLUGINDIR)/tensorflow/libtensorflow_cc.so.2 $(DESTDIR)$(PLUGINDIR)/tensorflow/libtensorflow_framework.so.2 \
+	  $(DESTDIR)$(SYSTEMD_UNIT_DIR)/edgeinferd.service $(DESTDIR)$(SYSUSERS_DIR)/edgeinfer.conf $(DESTDIR)$(DATADIR)/config.toml \
+	  $(DESTDIR)$(DOCDIR)/README.md $(DESTDIR)$(DOCDIR)/systemd.md $(DESTDIR)$(DOCDIR)/packaging.md
+	rm -rf $(DESTDIR)$(DATADIR)/models/lenet5
+	-rmdir $(DESTDIR)$(PLUGINDIR)/tensorflow $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(DATADIR)/models $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
+
+## pkg-bin: edgeinferd and the plugins in build/pkg/bin for install and deb: no
+## paths of this checkout in them (-trimpath), stripped, and the plugins' only
+## RUNPATH $(PLUGINDIR)/tensorflow (an absolute path: edgeinferd runs a copy of a
+## plugin from /tmp, so $$ORIGIN would not do).
+pkg-bin: $(PC)
+	mkdir -p build/pkg/pkgconfig $(PKG_BIN)
+	sed 's|-Wl,-rpath,[^ ]*|-Wl,-rpath,$(PLUGINDIR)/tensorflow|' $(PC) > build/pkg/pkgconfig/tensorflow.pc
+	PKG_CONFIG_PATH=$(CURDIR)/build/pkg/pkgconfig go build -trimpath -ldflags='-s -w' -o $(PKG_BIN)/edgeinferd ./daemon/cmd/edgeinferd
+	for p in $(PLUGINS); do \
+	  PKG_CONFIG_PATH=$(CURDIR)/build/pkg/pkgconfig go build -trimpath -ldflags='-s -w' -o $(PKG_BIN)/edgeinfer-$$p ./plugins/$$p || exit 1; done
+
+deb: $(PC) $(MODELS)/lenet5/1/saved_model.pb $(NFPM)
+	@case '$(or $(TENSORFLOW),outside)' in outside|inside) ;; *) echo 'make deb: TENSORFLOW is outside or inside' >&2; exit 1;; esac
+	rm -rf build/pkg/root
+	$(MAKE) --no-print-directory install PREFIX=/usr DESTDIR=$(CURDIR)/build/pkg/root TENSORFLOW=$(or $(TENSORFLOW),outside) SEED_STATE=no
+	VERSION='$(VERSION)' DEB_ARCH='$(DEB_ARCH)' DEB_MAINTAINER='$(DEB_MAINTAINER)' \
+	  PKG_ROOT=build/pkg/root $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(DEB)
+	@ls -l $(DEB)
+
+$(NFPM):
+	GOBIN=$(CURDIR)/$(dir $(NFPM)) go install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+## The demo model install and deb take; `make models` exports it with the rest of the tiny zoo.
+$(MODELS)/lenet5/1/saved_model.pb:
+	$(MAKE) --no-print-directory models
+
+## test-install: `make install DESTDIR=<tmp> PREFIX=/usr` lays the files out, its unit
+## passes systemd-analyze verify and security, its config edgeinferd -check (no root).
+test-install: sysdeps build $(MODELS)/lenet5/1/saved_model.pb
+	packaging/test-install.sh
+
+## test-deb: builds the .deb, installs it with dpkg on this machine (as root, or with
+## sudo), checks the user, the unit, the conffile, the plugins' RUNPATH and the config,
+## then purges it, leaving the machine as it was (packaging/test-deb.sh).
+test-deb: sysdeps deb
+	$$(test "$$(id -u)" = 0 || echo sudo) packaging/test-deb.sh $(DEB) "$$(pkg-config --variable=libdir tensorflow)"
 
 ## test-race: the packages that hold concurrency, under the race detector
 ## (no TensorFlow: the lifecycle and the worker run with sdk.NewFake).
 RACE_PKGS := ./daemon/ ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./daemon/crop/ ./daemon/repo/ ./daemon/config/ ./daemon/metrics/ \
-             ./daemon/health/ ./daemon/homeassistant/ ./daemon/snapshot/ ./plugins/sdk/ ./plugins/embed/identify/ \
+             ./daemon/health/ ./daemon/homeassistant/ ./daemon/snapshot/ ./daemon/outbox/ ./plugins/sdk/ ./plugins/embed/identify/ \
              ./internal/fsqueue/ ./internal/sdnotify/ ./internal/logging/
 test-race: deps
 	go test -race -count=1 -timeout 10m $(RACE_PKGS)
