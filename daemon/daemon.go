@@ -155,9 +155,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.tel.Bus = d.bus
-	cache, err := os.MkdirTemp("", "edgeinferd-plugins-")
+	cache, err := pluginCache(os.TempDir(), d.log)
 	if err != nil {
-		return fmt.Errorf("plugin cache: %w", err)
+		return err
 	}
 	defer os.RemoveAll(cache)
 	d.mgr = serving.New(serving.Config{
