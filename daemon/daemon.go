@@ -347,6 +347,10 @@ func (d *Daemon) publishStats(sensors map[string]*sensorRun, pipelines map[strin
 	}
 	d.countStats(&st, sensors, pipelines)
 	d.mu.Unlock()
+	if box := d.bus.Outbox(); box != nil {
+		records, bytes := box.Depth()
+		st.Outbox = &payload.OutboxStats{Records: records, Bytes: bytes, MaxBytes: box.MaxBytes(), Dropped: box.Dropped().Records}
+	}
 	d.tel.Stats(st)
 }
 

@@ -7,15 +7,21 @@ import (
 
 // startMetrics serves /metrics, /healthz and /readyz on [http] listen
 // (daemon/metrics), fed from the daemon's own state (snapshot), the events
-// it publishes and its pipelines' results. Without [http] listen it does
-// nothing, and d.metrics stays nil (which takes every call and ignores
-// it). stop closes the server.
+// it publishes and its pipelines' results, and, with an outbox, the
+// outbox's depth, bound and drops (read from it at each scrape). Without
+// [http] listen it does nothing, and d.metrics stays nil (which takes
+// every call and ignores it). stop closes the server. d.bus is made.
 func (d *Daemon) startMetrics() (stop func(), err error) {
 	listen := d.cfg.HTTP.Listen
 	if listen == "" {
 		return func() {}, nil
 	}
 	m := metrics.New(d.snapshot, d.log.With("component", "http"))
+	if box := d.bus.Outbox(); box != nil {
+		if err := m.Register(metrics.NewOutboxCollector(box, d.cfg.MQTT.Prefix)); err != nil {
+			return nil, err
+		}
+	}
 	srv, err := m.Listen(listen)
 	if err != nil {
 		return nil, err

@@ -36,6 +36,11 @@ func registered(t *testing.T) map[string]string {
 	m := New(func() Snapshot { return snap }, quiet)
 	m.ObserveResult(payload.Result{Pipeline: "p"})
 	m.ObserveEvent(payload.Event{Type: payload.EventStarted})
+	// The daemon registers the outbox's metrics when it has one.
+	if err := m.Register(NewOutboxCollector(&fakeOutbox{records: 1, bytes: 1, max: 1 << 20,
+		dropped: map[string]uint64{"x/p/result": 1}}, "x")); err != nil {
+		t.Fatal(err)
+	}
 	fams, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)

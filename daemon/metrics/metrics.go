@@ -22,16 +22,14 @@
 // the Grafana dashboard docs/grafana/edgeinfer.json; tests check both
 // against the registry (dashboard_test.go).
 //
-// Parts of the daemon that come later add their own metrics with
-// Register: the outbox that is to keep results through a broker outage
-// should register its depth there as gauges read from the outbox itself
-// at the scrape (edgeinfer_outbox_records, edgeinfer_outbox_bytes), e.g.
+// Other parts of the daemon add their own metrics with Register, read
+// from them at the scrape. The outbox that keeps results through a broker
+// outage is one (outbox.go): with an outbox, the daemon registers
 //
-//	d.metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edgeinfer_outbox_records",
-//		Help: "Records waiting in the on-disk outbox for the broker."},
-//		func() float64 { n, _ := box.Depth(); return float64(n) }))
+//	d.metrics.Register(metrics.NewOutboxCollector(d.bus.Outbox(), prefix))
 //
-// No outbox metric is registered before the daemon has an outbox.
+// (edgeinfer_outbox_records, _bytes, _max_bytes, _dropped_total); without
+// one, no outbox metric is exported.
 //
 // A nil *Metrics (no [http] listen) accepts every call and does nothing.
 package metrics

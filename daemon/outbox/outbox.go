@@ -540,6 +540,10 @@ func (o *Outbox) Depth() (records int, bytes int64) {
 	return o.records, o.used
 }
 
+// MaxBytes is the bound (Options.MaxBytes): what Depth's bytes are held
+// to (the metrics' edgeinfer_outbox_max_bytes).
+func (o *Outbox) MaxBytes() int64 { return o.opts.MaxBytes }
+
 // Dropped counts the records dropped for want of room since Open.
 func (o *Outbox) Dropped() Overflow {
 	o.mu.Lock()

@@ -227,6 +227,17 @@ type Stats struct {
 	Uptime    float64                  `json:"uptime_s"`
 	Pipelines map[string]PipelineStats `json:"pipelines"`
 	Sensors   map[string]SensorStats   `json:"sensors"`
+	// Outbox is the outbox's depth, with one ([mqtt] outbox_dir).
+	Outbox *OutboxStats `json:"outbox,omitempty"`
+}
+
+// OutboxStats is what waits in the outbox for the broker now, and what it
+// dropped for want of room since the daemon started.
+type OutboxStats struct {
+	Records  int    `json:"records"`   // not yet acknowledged by the broker
+	Bytes    int64  `json:"bytes"`     // theirs: what max_bytes bounds
+	MaxBytes int64  `json:"max_bytes"` // [mqtt] outbox_max_bytes
+	Dropped  uint64 `json:"dropped"`   // live results and events dropped when it was full
 }
 
 // PipelineStats counts since the pipeline started.
