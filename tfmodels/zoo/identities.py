@@ -31,7 +31,7 @@ so the same (identity, i, seed) gives identical arrays. Images are RGB uint8,
 SIZE x SIZE = 64 x 64 (the zoo's tiny FaceNet input).
 
 SPLITS: identities and image seeds are separate axes.
-    TRAIN_IDS        0..299      training identities (the models see only these)
+    TRAIN_IDS        0..999      training identities (the models see only these)
     HELDOUT_IDS      1000..1019  unseen identities enrolled in the evaluation gallery
     DISTRACTOR_IDS   1020..1029  unseen identities never enrolled (must be rejected)
     TRAIN_SEED 0     training images
@@ -71,7 +71,7 @@ import numpy as np
 from tfmodels.zoo import shapes
 
 SIZE = 64
-TRAIN_IDS = range(0, 300)
+TRAIN_IDS = range(0, 1000)
 HELDOUT_IDS = range(1000, 1020)
 DISTRACTOR_IDS = range(1020, 1030)
 TRAIN_SEED, GALLERY_SEED, PROBE_SEED = 0, 1, 2

@@ -33,7 +33,7 @@ def test_determinism_and_streams():
 
 def test_splits_are_disjoint():
     train, held, dis = set(I.TRAIN_IDS), set(I.HELDOUT_IDS), set(I.DISTRACTOR_IDS)
-    assert len(train) == 300 and len(held) == 20 and len(dis) == 10
+    assert len(train) == 1000 and len(held) == 20 and len(dis) == 10
     assert not (train & held) and not (train & dis) and not (held & dis)
     assert len({I.TRAIN_SEED, I.GALLERY_SEED, I.PROBE_SEED}) == 3
 
