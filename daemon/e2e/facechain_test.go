@@ -43,7 +43,7 @@ type faceScenes struct {
 // triangles, no plain disc); the 50 scenes here hold 14 partial faces and
 // gave 4, each on one of them. The same recipe trained on scenes of other
 // training identities (identities.TRAIN_IDS 0..999 instead of 0..299) gave
-// 19 in 300 scenes and, in Python, 6 here. 8 (0.16 a scene) leaves room for
+// 19 in 300 scenes and 6 here (the detector now trained). 8 (0.16 a scene) leaves room for
 // such retraining, while the same detector trained on scenes without
 // distractors took 34 crops here (and named 0.926 of the faces right: the
 // accuracy alone passed it), and one that takes every disc for a face would
