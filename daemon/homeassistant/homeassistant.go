@@ -29,6 +29,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 )
 
 // Bus is the part of the MQTT connection the announcer uses.
@@ -169,7 +171,7 @@ func StateOf(task string, output json.RawMessage) (st State, ok bool, err error)
 		Label string  `json:"label"`
 		Score float64 `json:"score"`
 	}
-	switch task {
+	switch manifest.Plugin(task) {
 	case "classify":
 		var o struct{ Top []scored }
 		if err := json.Unmarshal(output, &o); err != nil {
@@ -187,7 +189,7 @@ func StateOf(task string, output json.RawMessage) (st State, ok bool, err error)
 			return st, false, nil
 		}
 		st.Label, st.Score, st.Count, st.Present = o.Clip.Label, &o.Clip.Score, 1, []string{o.Clip.Label}
-	case "detect", "detect_yolo", "detect_rcnn", "detect_rows", "detect_anchorfree":
+	case "detect":
 		st.Task = "detect"
 		var o struct{ Detections []scored }
 		if err := json.Unmarshal(output, &o); err != nil {
@@ -271,8 +273,8 @@ func Discovery(o Options, pipelines []Pipeline) []Message {
 			maps.Copy(f, extra)
 			add("sensor", p.Name, object, f)
 		}
-		switch p.Task {
-		case "detect", "detect_yolo", "detect_rcnn", "detect_rows", "detect_anchorfree":
+		switch manifest.Plugin(p.Task) {
+		case "detect":
 			sensor("objects", "objects", "{{ value_json.count }}", map[string]any{"state_class": "measurement", "unit_of_measurement": "objects", "icon": "mdi:target"})
 			sensor("label", "label", "{{ value_json.label }}", map[string]any{"icon": "mdi:label"})
 		case "segment":

@@ -13,7 +13,6 @@ import (
 	"image"
 	"image/color"
 	"image/jpeg"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/image/math/fixed"
 
 	"github.com/edgeinfer/edgeinfer/plugins/common/masks"
+	"github.com/edgeinfer/edgeinfer/tfmodels/manifest"
 )
 
 // Palette colours classes by their index (class % len): well apart from
@@ -101,7 +101,7 @@ type box struct{ X1, Y1, X2, Y2 float64 }
 // the top left.
 func Draw(img *image.RGBA, task string, output json.RawMessage) error {
 	switch {
-	case task == "detect" || strings.HasPrefix(task, "detect_"):
+	case manifest.Plugin(task) == "detect":
 		var o struct {
 			Detections []struct {
 				Label   string       `json:"label"`
