@@ -31,7 +31,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
 .PHONY: build deps sysdeps models models-trained models-full models-real import-deps run-real test test-go test-race test-py bench bench-post bench-tf bench-plugin bench-e2e bench-reload run watch proto clean
-.PHONY: install uninstall deb pkg-bin test-install test-deb
+.PHONY: install uninstall deb pkg-bin test-install test-deb fuzz
 
 ## deps: the venv with pinned Python packages and the TensorFlow pkg-config file (idempotent).
 deps: $(PC)
@@ -199,6 +199,27 @@ test-install: sysdeps build $(MODELS)/lenet5/1/saved_model.pb
 ## then purges it, leaving the machine as it was (packaging/test-deb.sh).
 test-deb: sysdeps deb
 	$$(test "$$(id -u)" = 0 || echo sudo) packaging/test-deb.sh $(DEB) "$$(pkg-config --variable=libdir tensorflow)"
+
+## fuzz: every Fuzz* target of the module (Go's native fuzzing), one after
+## the other, each for FUZZTIME on one worker; not part of test. The targets
+## are found in the sources (go test -list would build and run every test
+## binary, and daemon/e2e's builds the daemon and the plugins first). A
+## crash stops the run and is written to <package>/testdata/fuzz/<target>/,
+## where plain go test runs it from then on.
+FUZZTIME ?= 30s
+# How long the fuzzer may spend shrinking an input it found (Go's default,
+# 60s, is spent on every new input that widens coverage).
+FUZZMINIMIZETIME ?= 5s
+fuzz: deps models tfmodels/testdata/.fixtures
+	@set -e; \
+	for file in $$(grep -rlE --include='*_test.go' --exclude-dir=.venv --exclude-dir=build --exclude-dir=node_modules '^func Fuzz\w*\(f \*testing\.F\)' . | sort); do \
+	  pkg=./$$(dirname $${file#./}); \
+	  for name in $$(sed -nE 's/^func (Fuzz\w*)\(f \*testing\.F\).*/\1/p' $$file); do \
+	    echo "== $$name ($$pkg), $(FUZZTIME)"; \
+	    EDGEINFER_MODELS=$(CURDIR)/$(MODELS) EDGEINFER_REAL_MODELS=$(CURDIR)/models-real \
+	      go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) -parallel 1 $$pkg; \
+	  done; \
+	done
 
 ## test-race: the packages that hold concurrency, under the race detector
 ## (no TensorFlow: the lifecycle and the worker run with sdk.NewFake).

@@ -52,7 +52,7 @@ model = "m"
 	d := New(first, log)
 	d.tel = &telemetry.Publisher{Bus: nopBus{}, Prefix: "t", Logger: log}
 	d.mgr = serving.New(serving.Config{PluginDir: plugins, CacheDir: t.TempDir(), Logger: log,
-		Start:   func(string) (sdk.Process, error) { return sdk.NewFake(nopTask{}), nil },
+		Start:   func(string, sdk.Access) (sdk.Process, error) { return sdk.NewFake(nopTask{}), nil },
 		Publish: func(payload.ModelState) {}, Event: func(payload.Event) {}})
 	d.watcher = repo.NewWatcher(repo.WatchOptions{Repository: models, Logger: log})
 	t.Cleanup(func() {

@@ -41,7 +41,7 @@ func (nopBus) Publish(string, bool, []byte) {}
 // commandDaemon is a daemon with its config and a lifecycle of fake
 // processes running task and serving model m (versions 1, 2 and 3) for
 // pipeline p, and nothing else.
-func commandDaemon(t *testing.T, enabled bool, task sdk.Task) (*Daemon, *serving.Model) {
+func commandDaemon(t testing.TB, enabled bool, task sdk.Task) (*Daemon, *serving.Model) {
 	t.Helper()
 	dir := t.TempDir()
 	plugins, models := filepath.Join(dir, "bin"), filepath.Join(dir, "models")
@@ -70,7 +70,7 @@ model = "m"
 	d := New(cfg, log)
 	d.tel = &telemetry.Publisher{Bus: nopBus{}, Prefix: "t", Logger: log}
 	d.mgr = serving.New(serving.Config{PluginDir: plugins, CacheDir: t.TempDir(), Logger: log,
-		Start:   func(string) (sdk.Process, error) { return sdk.NewFake(task), nil },
+		Start:   func(string, sdk.Access) (sdk.Process, error) { return sdk.NewFake(task), nil },
 		Publish: func(payload.ModelState) {}, Event: func(payload.Event) {}})
 	t.Cleanup(d.mgr.Close)
 	md := d.mgr.Model("m")
@@ -86,7 +86,7 @@ model = "m"
 }
 
 // servingVersion waits until md serves version.
-func servingVersion(t *testing.T, md *serving.Model, version string) {
+func servingVersion(t testing.TB, md *serving.Model, version string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for md.State().Serving != version {

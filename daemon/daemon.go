@@ -42,6 +42,7 @@ import (
 	"github.com/edgeinfer/edgeinfer/daemon/serving"
 	"github.com/edgeinfer/edgeinfer/daemon/telemetry"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
+	"github.com/edgeinfer/edgeinfer/plugins/sdk/confine"
 )
 
 // Daemon is one edgeinferd.
@@ -54,6 +55,7 @@ type Daemon struct {
 	tel     *telemetry.Publisher
 	mgr     *serving.Manager
 	watcher *repo.Watcher
+	vet     *vetter // what the watcher vets versions with (vet.go); guarded by mu
 
 	// mu guards the running config and what it made; reload.go changes
 	// them, stats and commands read them.
@@ -101,7 +103,7 @@ type pipeRun struct {
 func New(cfg *config.Config, log *slog.Logger) *Daemon {
 	return &Daemon{cfg: cfg, log: log, reload: make(chan struct{}, 1),
 		sensors: map[string]*sensorRun{}, pipelines: map[string]*pipeRun{},
-		svc: service{modelChanged: make(chan struct{}, 1)}}
+		svc: service{modelChanged: make(chan struct{}, 1)}, vet: newVetter(cfg)}
 }
 
 // Reload asks the running daemon to read its config file again (SIGHUP).
@@ -124,18 +126,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	m := cfg.MQTT
 	brokerURL := m.Broker
+	password, err := m.ReadPassword()
+	if err != nil {
+		return err
+	}
+	username, caFile, certFile, keyFile := m.Username, m.CAFile, m.CertFile, m.KeyFile
 	if m.Broker == "embedded" {
-		b, err := broker.Start(m.Listen, d.log.With("component", "broker"))
+		e := m.Embedded
+		b, err := broker.Start(broker.Options{Listen: m.Listen, TLSListen: e.TLSListen, CertFile: e.CertFile, KeyFile: e.KeyFile,
+			ClientCAFile: e.ClientCAFile, UsersFile: e.UsersFile, ACLFile: e.ACLFile, AllowAnonymous: e.AllowAnonymous,
+			Logger: d.log.With("component", "broker")})
 		if err != nil {
 			return err
 		}
 		defer b.Close()
+		// The daemon connects on the broker's own loopback listener with
+		// the identity the broker made for it.
 		brokerURL = b.URL()
-		d.log.Info("embedded MQTT broker listening", "addr", b.Addr())
-	}
-	password, err := m.ReadPassword()
-	if err != nil {
-		return err
+		username, password = b.Credentials().Username, b.Credentials().Password()
+		caFile, certFile, keyFile = "", "", ""
+		d.log.Info("embedded MQTT broker listening", "addr", b.Addr(), "tls_addr", b.TLSAddr())
 	}
 	d.tel = &telemetry.Publisher{Prefix: m.Prefix, Device: cfg.Device, Logger: d.log}
 	box, err := d.openOutbox(cfg)
@@ -143,8 +153,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.bus, err = bus.New(bus.Options{
-		Broker: brokerURL, ClientID: m.ClientID, Username: m.Username, Password: password,
-		CAFile: m.CAFile, CertFile: m.CertFile, KeyFile: m.KeyFile, Insecure: m.InsecureSkipVerify,
+		Broker: brokerURL, ClientID: m.ClientID, Username: username, Password: password,
+		CAFile: caFile, CertFile: certFile, KeyFile: keyFile, Insecure: m.InsecureSkipVerify,
 		Keepalive: m.Keepalive.Duration, ConnectTimeout: m.ConnectTimeout.Duration, QoS: byte(m.QoS),
 		WillTopic: d.tel.Topic("status"), WillPayload: "offline",
 		OnConnect: d.publishState,
@@ -160,15 +170,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(cache)
+	confined := ConfinePlugins(cfg.Models.Confine, d.log)
 	d.mgr = serving.New(serving.Config{
 		PluginDir: cfg.PluginDir, CacheDir: cache, Settle: cfg.Models.Settle.Duration, Threads: cfg.Models.Threads,
-		Start: func(binary string) (sdk.Process, error) {
-			return sdk.Start(sdk.Options{Path: binary, Stderr: os.Stderr})
+		Start: func(binary string, access sdk.Access) (sdk.Process, error) {
+			return sdk.Start(sdk.Options{Path: binary, Stderr: os.Stderr, Confine: confined, Access: access})
 		},
 		Publish: d.publishModel, Event: d.tel.Event, Logger: d.log.With("component", "serving"),
 	})
 	d.watcher = repo.NewWatcher(repo.WatchOptions{Repository: cfg.Models.Repository,
-		Settle: cfg.Models.Settle.Duration, Rescan: cfg.Models.Rescan.Duration, Logger: d.log.With("component", "repo")})
+		Settle: cfg.Models.Settle.Duration, Rescan: cfg.Models.Rescan.Duration, Logger: d.log.With("component", "repo"),
+		Vet: d.vet.check})
 	stopMetrics, err := d.startMetrics()
 	if err != nil {
 		return err
@@ -385,4 +397,26 @@ func fileStamp(path string) string {
 		return ""
 	}
 	return fmt.Sprintf("%d/%d", st.Size(), st.ModTime().UnixNano())
+}
+
+// ConfinePlugins tells whether plugin processes are to be confined, for
+// [models] confine (a restart-only setting): "required" always (a version
+// whose process cannot be confined is then rejected, with the reason),
+// "auto" when the kernel can (else it says why, once), "off" never.
+// `edgeinferd -check` starts its plugins as the daemon would.
+func ConfinePlugins(mode string, log *slog.Logger) bool {
+	err := confine.Check()
+	switch {
+	case mode == config.ConfineOff:
+		return false
+	case err == nil:
+		log.Info("plugin processes are confined with Landlock", "abi", confine.ABI())
+		return true
+	case mode == config.ConfineRequired:
+		log.Error("plugin processes cannot be confined: every model version will be rejected ([models] confine = \"required\")", "err", err)
+		return true
+	default:
+		log.Warn("plugin processes run unconfined: the kernel cannot confine them ([models] confine = \"auto\")", "err", err)
+		return false
+	}
 }

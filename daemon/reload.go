@@ -139,6 +139,9 @@ func (d *Daemon) apply(old, next *config.Config) {
 			d.mgr.Remove(model)
 		}
 	}
+	if old != nil {
+		d.revet(next)
+	}
 	d.watcher.SetModels(slices.Sorted(maps.Keys(used)))
 
 	// Each sensor feeds the queues of its pipelines, each pipeline the

@@ -118,7 +118,7 @@ timeout = "10m"
 	d.ReportTo(r.rec, time.Second)
 	d.tel = &telemetry.Publisher{Bus: nopBus{}, Prefix: "t", Logger: log}
 	d.mgr = serving.New(serving.Config{PluginDir: plugins, CacheDir: t.TempDir(), Logger: log,
-		Start:   func(string) (sdk.Process, error) { return sdk.NewFake(task), nil },
+		Start:   func(string, sdk.Access) (sdk.Process, error) { return sdk.NewFake(task), nil },
 		Publish: d.publishModel, Event: func(payload.Event) {}})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

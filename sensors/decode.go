@@ -65,6 +65,12 @@ func DecodeImage(data []byte, lim Limits) (w, h int, rgb []byte, err error) {
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("%w: %dx%d %s", ErrBadImage, cfg.Width, cfg.Height, corrupt(format, data, err))
 	}
+	// A GIF's first frame may be smaller than its logical screen, which
+	// is all the header tells.
+	if b := img.Bounds(); b.Dx() < lim.MinSide || b.Dy() < lim.MinSide {
+		return 0, 0, nil, fmt.Errorf("%w: %s of %dx%d pixels has a first frame of %dx%d pixels, under the minimum side of %d pixels",
+			ErrBadImage, format, cfg.Width, cfg.Height, b.Dx(), b.Dy(), lim.MinSide)
+	}
 	w, h, rgb = toRGB(img)
 	return w, h, rgb, nil
 }

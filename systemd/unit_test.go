@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/edgeinfer/edgeinfer/daemon/config"
 )
 
 const (
@@ -156,6 +158,36 @@ func TestTheUnitIsANotifyServiceWithAWatchdogAndTheHardeningItNeeds(t *testing.T
 		if v, ok := s[key]; ok {
 			t.Errorf("%s=%q is set; see README.md for why it must not be", key, v)
 		}
+	}
+}
+
+// The broker password reaches the daemon as a credential, and a device
+// without /etc/edgeinfer/mqtt-password still starts: LoadCredential= alone
+// would fail the start when the file is missing, so SetCredential= gives
+// the same credential a default, whose empty first line edgeinferd refuses
+// as a password (rather than sending an empty one to the broker).
+func TestTheMQTTPasswordIsACredentialWhoseAbsenceDoesNotStopTheUnit(t *testing.T) {
+	s := settings(t)
+	if got := s["Service.LoadCredential"]; len(got) != 1 || got[0] != "mqtt-password:/etc/edgeinfer/mqtt-password" {
+		t.Fatalf("LoadCredential = %q", got)
+	}
+	got := s["Service.SetCredential"]
+	if len(got) != 1 || !strings.HasPrefix(got[0], "mqtt-password:") {
+		t.Fatalf("SetCredential = %q, want a default for mqtt-password", got)
+	}
+	// systemd unescapes the value C-style ("\n").
+	value, err := strconv.Unquote(`"` + strings.TrimPrefix(got[0], "mqtt-password:") + `"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	if err := os.WriteFile(filepath.Join(creds, "mqtt-password"), []byte(value), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	m := config.MQTT{PasswordFile: filepath.Join(creds, "mqtt-password")}
+	if pw, err := m.ReadPassword(); err == nil {
+		t.Fatalf("the default credential %q is taken as the password %q", value, pw)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/edgeinfer/edgeinfer/tfmodels/pbwire"
 )
 
 // TensorInfo describes one input or output of a signature.
@@ -88,31 +90,15 @@ var errTruncated = errors.New("truncated or malformed protobuf")
 // field number, wire type and the raw value (bytes for length-delimited
 // fields, the varint otherwise).
 func fields(b []byte, fn func(num protowire.Number, typ protowire.Type, val []byte, v uint64) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return errTruncated
-		}
-		b = b[n:]
-		var val []byte
-		var v uint64
-		switch typ {
-		case protowire.BytesType:
-			val, n = protowire.ConsumeBytes(b)
-		case protowire.VarintType:
-			v, n = protowire.ConsumeVarint(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return errTruncated
-		}
-		b = b[n:]
-		if err := fn(num, typ, val, v); err != nil {
-			return err
-		}
+	var bad error
+	err := pbwire.Each(b, func(f pbwire.Field) error {
+		bad = fn(f.Num, f.Type, f.Bytes, f.Varint)
+		return bad
+	})
+	if err != nil && err != bad {
+		return errTruncated
 	}
-	return nil
+	return err
 }
 
 // parseSignatures reads every SignatureDef from a serialised MetaGraphDef.

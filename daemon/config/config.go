@@ -27,6 +27,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/edgeinfer/edgeinfer/internal/logging"
+	"github.com/edgeinfer/edgeinfer/internal/signing"
 	"github.com/edgeinfer/edgeinfer/sensors"
 
 	"github.com/edgeinfer/edgeinfer/daemon/crop"
@@ -61,6 +62,10 @@ type Config struct {
 	lines   map[string]int
 	md      toml.MetaData
 	serving map[string]Serving // [serving.<model>] tables, defaults applied
+	// allowOps is each model's [serving.<model>] allow_ops.
+	allowOps map[string][]string
+	// trustedKeys is the content of models.trusted_keys (nil: none).
+	trustedKeys signing.Keys
 }
 
 // decodeMu serialises decoding from a Config's toml.MetaData, which is not
@@ -78,6 +83,13 @@ type Log struct {
 	Levels map[string]string `toml:"levels"`
 }
 
+// The values of [models] confine.
+const (
+	ConfineAuto     = "auto"
+	ConfineRequired = "required"
+	ConfineOff      = "off"
+)
+
 // Models configures the model repository.
 type Models struct {
 	Repository string `toml:"repository"` // <name>/<version>/saved_model.pb
@@ -91,6 +103,15 @@ type Models struct {
 	// Rescan is the period of a full rescan of the repository, besides
 	// file-system notifications (default 10s).
 	Rescan Duration `toml:"rescan"`
+	// Confine confines each plugin process with Landlock
+	// (plugins/sdk/confine): "auto" (the default) when the kernel can, else
+	// a warning and no confinement; "required": a version whose process
+	// cannot be confined is rejected; "off": never.
+	Confine string `toml:"confine"`
+	// TrustedKeys is a file of ed25519 public keys (internal/signing);
+	// when set, only versions signed by one of them are served. "" (the
+	// default): signatures are not required.
+	TrustedKeys string `toml:"trusted_keys"`
 }
 
 // Commands configures <prefix>/cmd.
@@ -127,21 +148,24 @@ type HTTP struct {
 
 // MQTT configures the connection and the topics.
 type MQTT struct {
-	Broker             string   `toml:"broker"` // "embedded" or tcp://, ssl://, ws://, wss:// URL
-	Listen             string   `toml:"listen"` // embedded broker address
-	Prefix             string   `toml:"prefix"` // default edgeinfer/<device>
-	ClientID           string   `toml:"client_id"`
-	QoS                int      `toml:"qos"`
-	RetainResults      bool     `toml:"retain_results"`
-	Keepalive          Duration `toml:"keepalive"`
-	ConnectTimeout     Duration `toml:"connect_timeout"`
-	Username           string   `toml:"username"`
-	Password           string   `toml:"password"`
-	PasswordFile       string   `toml:"password_file"`
-	CAFile             string   `toml:"ca_file"`
-	CertFile           string   `toml:"cert_file"`
-	KeyFile            string   `toml:"key_file"`
-	InsecureSkipVerify bool     `toml:"insecure_skip_verify"`
+	Broker         string   `toml:"broker"` // "embedded" or tcp://, ssl://, ws://, wss:// URL
+	Listen         string   `toml:"listen"` // embedded broker address
+	Prefix         string   `toml:"prefix"` // default edgeinfer/<device>
+	ClientID       string   `toml:"client_id"`
+	QoS            int      `toml:"qos"`
+	RetainResults  bool     `toml:"retain_results"`
+	Keepalive      Duration `toml:"keepalive"`
+	ConnectTimeout Duration `toml:"connect_timeout"`
+	Username       string   `toml:"username"`
+	// PasswordFile holds the broker password on its first line; the
+	// password is never written in config.toml itself (see ReadPassword).
+	// "${CREDENTIALS_DIRECTORY}" in it is systemd's folder of the unit's
+	// credentials (LoadCredential=, systemd/README.md).
+	PasswordFile       string `toml:"password_file"`
+	CAFile             string `toml:"ca_file"`
+	CertFile           string `toml:"cert_file"`
+	KeyFile            string `toml:"key_file"`
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
 	// OutboxDir holds the outbox (daemon/outbox), where results and events
 	// wait on disk while the broker cannot be reached. Default: "outbox"
 	// in systemd's state directory ($STATE_DIRECTORY, StateDirectory=);
@@ -150,6 +174,30 @@ type MQTT struct {
 	// OutboxMaxBytes bounds the outbox (default 64 MiB, at least 64 KiB);
 	// 0: no outbox.
 	OutboxMaxBytes int64 `toml:"outbox_max_bytes"`
+	// Embedded is the embedded broker's access control and TLS.
+	Embedded Embedded `toml:"embedded"`
+}
+
+// Embedded is the [mqtt.embedded] table: who may use the embedded broker
+// and how (daemon/broker/README.md). The files are Mosquitto's formats.
+type Embedded struct {
+	// UsersFile is a password file as mosquitto_passwd or `edgeinferd
+	// passwd` write it; without it every client is let in, and the
+	// listeners must be on loopback.
+	UsersFile string `toml:"users_file"`
+	// ACLFile is a Mosquitto acl_file; needs UsersFile. Without it a
+	// logged-in user may use every topic.
+	ACLFile string `toml:"acl_file"`
+	// AllowAnonymous lets clients without a user name in, with the ACL's
+	// anonymous rules (default false; with no users_file everyone is).
+	AllowAnonymous bool `toml:"allow_anonymous"`
+	// TLSListen is the host:port of MQTT over TLS ("" none), with
+	// CertFile and KeyFile; with ClientCAFile, clients need a
+	// certificate signed by it.
+	TLSListen    string `toml:"tls_listen"`
+	CertFile     string `toml:"cert_file"`
+	KeyFile      string `toml:"key_file"`
+	ClientCAFile string `toml:"client_ca_file"`
 }
 
 // DefaultOutboxMaxBytes is [mqtt] outbox_max_bytes when it is not set.
@@ -350,10 +398,13 @@ func (c *Config) errf(key, format string, args ...any) error {
 func (c *Config) typeErr(err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		if pe.LastKey != "" && lineOf(c.lines, pe.LastKey) == pe.Position.Line {
-			return fmt.Errorf("%s:%d: %s: %s", c.file, pe.Position.Line, pe.LastKey, pe.Message)
+		// An error at the end of a one-line file is on "line 0", and the
+		// end of the input shows in the message as a NUL character.
+		line, msg := max(pe.Position.Line, 1), strings.ReplaceAll(pe.Message, "\x00", "end of file")
+		if pe.LastKey != "" && lineOf(c.lines, pe.LastKey) == line {
+			return fmt.Errorf("%s:%d: %s: %s", c.file, line, pe.LastKey, msg)
 		}
-		return fmt.Errorf("%s:%d: %s", c.file, pe.Position.Line, pe.Message)
+		return fmt.Errorf("%s:%d: %s", c.file, line, msg)
 	}
 	if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
 		return fmt.Errorf("%s:%s: %s: %s", c.file, m[1], m[2], m[3])
@@ -383,6 +434,9 @@ func (c *Config) defaults() {
 	if !c.md.IsDefined("models", "rescan") {
 		c.Models.Rescan.Duration = 10 * time.Second
 	}
+	if c.Models.Confine == "" {
+		c.Models.Confine = ConfineAuto
+	}
 	if c.PluginDir == "" {
 		if exe, err := os.Executable(); err == nil {
 			c.PluginDir = filepath.Dir(exe)
@@ -392,8 +446,8 @@ func (c *Config) defaults() {
 	if m.Broker == "" {
 		m.Broker = "embedded"
 	}
-	if m.Listen == "" {
-		m.Listen = "127.0.0.1:1883"
+	if !c.md.IsDefined("mqtt", "listen") {
+		m.Listen = "127.0.0.1:1883" // listen = "" with tls_listen: TLS only
 	}
 	if m.Prefix == "" {
 		m.Prefix = "edgeinfer/" + c.Device
@@ -409,6 +463,9 @@ func (c *Config) defaults() {
 	}
 	if m.ConnectTimeout.Duration == 0 {
 		m.ConnectTimeout.Duration = 10 * time.Second
+	}
+	if creds := os.Getenv("CREDENTIALS_DIRECTORY"); creds != "" {
+		m.PasswordFile = strings.ReplaceAll(m.PasswordFile, credentialsDir, creds)
 	}
 	if m.OutboxDir == "" {
 		if state, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); state != "" {
@@ -492,11 +549,24 @@ func (c *Config) check() error {
 	if c.Models.Threads < 0 {
 		return c.errf("models.threads", "must be >= 0, got %d", c.Models.Threads)
 	}
+	if m := c.Models.Confine; m != ConfineAuto && m != ConfineRequired && m != ConfineOff {
+		return c.errf("models.confine", "%q must be %q, %q or %q", m, ConfineAuto, ConfineRequired, ConfineOff)
+	}
 	if err := c.positive("models.settle", c.Models.Settle); err != nil {
 		return err
 	}
 	if err := c.positive("models.rescan", c.Models.Rescan); err != nil {
 		return err
+	}
+	if c.Models.TrustedKeys != "" {
+		keys, err := signing.ReadKeys(c.Models.TrustedKeys)
+		if err != nil {
+			return c.errf("models.trusted_keys", "%v", err)
+		}
+		if len(keys) == 0 {
+			return c.errf("models.trusted_keys", "%s holds no key: no version could be served", c.Models.TrustedKeys)
+		}
+		c.trustedKeys = keys
 	}
 	if c.md.IsDefined("systemd", "stuck_after") {
 		if err := c.positive("systemd.stuck_after", c.Systemd.StuckAfter); err != nil {
@@ -548,27 +618,84 @@ func (c *Config) checkLog() error {
 	return nil
 }
 
-// ReadPassword returns the broker password: password, or the first line
-// of password_file.
+// PasswordEnv is the environment variable that may hold the broker
+// password, in place of [mqtt] password_file.
+const PasswordEnv = "EDGEINFER_MQTT_PASSWORD"
+
+// credentialsDir is what password_file may start with: systemd's folder of
+// the unit's credentials, $CREDENTIALS_DIRECTORY.
+const credentialsDir = "${CREDENTIALS_DIRECTORY}"
+
+// ReadPassword returns the broker password: the first line of
+// password_file, or else the environment variable EDGEINFER_MQTT_PASSWORD
+// ("" when neither is set). An empty password file is an error: it is what
+// a missing credential file becomes under the unit's SetCredential=
+// default. Errors never hold the password.
 func (m MQTT) ReadPassword() (string, error) {
 	if m.PasswordFile == "" {
-		return m.Password, nil
+		return os.Getenv(PasswordEnv), nil
 	}
 	b, err := os.ReadFile(m.PasswordFile)
 	if err != nil {
 		return "", fmt.Errorf("mqtt.password_file: %w", err)
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
-	return strings.TrimSuffix(line, "\r"), nil
+	line = strings.TrimSuffix(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("mqtt.password_file: %s has no password on its first line", m.PasswordFile)
+	}
+	return line, nil
+}
+
+// checkPassword checks where the broker password comes from: never
+// config.toml itself (password =, or a password in the broker URL), and one
+// place only.
+func (c *Config) checkPassword() error {
+	m := c.MQTT
+	if c.md.IsDefined("mqtt", "password") {
+		return c.errf("mqtt.password", "the password is not written in config.toml: put it in a file readable by edgeinferd only and name it "+
+			"with password_file (under systemd: password_file = \"%s/mqtt-password\", systemd/README.md), "+
+			"or set the environment variable %s", credentialsDir, PasswordEnv)
+	}
+	if u, err := url.Parse(m.Broker); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return c.errf("mqtt.broker", "the URL holds a password (user:password@): set username, and password_file or the environment variable %s", PasswordEnv)
+		}
+	}
+	if m.PasswordFile == "" {
+		if os.Getenv(PasswordEnv) != "" && m.Username == "" {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s: %s is set but [mqtt] username is not: the password is not used", c.file, PasswordEnv))
+		}
+		return nil
+	}
+	if strings.Contains(m.PasswordFile, credentialsDir) {
+		return c.errf("mqtt.password_file", "%s is not set: edgeinferd does not run under a systemd unit with LoadCredential= (systemd/README.md)", credentialsDir)
+	}
+	if os.Getenv(PasswordEnv) != "" {
+		return c.errf("mqtt.password_file", "set password_file or the environment variable %s, not both", PasswordEnv)
+	}
+	if m.Username == "" {
+		return c.errf("mqtt.password_file", "a password needs a username: set [mqtt] username")
+	}
+	if _, err := os.Stat(m.PasswordFile); err != nil {
+		return c.errf("mqtt.password_file", "%v", err)
+	}
+	return nil
 }
 
 func (c *Config) checkMQTT() error {
+	if err := c.checkPassword(); err != nil {
+		return err
+	}
 	m := c.MQTT
 	if m.Broker == "embedded" {
-		if _, _, err := net.SplitHostPort(m.Listen); err != nil {
-			return c.errf("mqtt.listen", "%q is not host:port", m.Listen)
+		if err := c.checkEmbedded(); err != nil {
+			return err
 		}
 	} else {
+		if c.md.IsDefined("mqtt", "embedded") {
+			return c.errf("mqtt.embedded", "only for broker = \"embedded\"; the broker %s has its own users, ACL and TLS (daemon/broker/README.md)", m.Broker)
+		}
 		u, err := url.Parse(m.Broker)
 		if err != nil || u.Host == "" {
 			return c.errf("mqtt.broker", "%q is neither \"embedded\" nor a broker URL such as tcp://host:1883", m.Broker)
@@ -591,10 +718,7 @@ func (c *Config) checkMQTT() error {
 	if (m.CertFile == "") != (m.KeyFile == "") {
 		return c.errf("mqtt.cert_file", "cert_file and key_file go together")
 	}
-	if m.Password != "" && m.PasswordFile != "" {
-		return c.errf("mqtt.password_file", "set password or password_file, not both")
-	}
-	for key, f := range map[string]string{"mqtt.ca_file": m.CAFile, "mqtt.cert_file": m.CertFile, "mqtt.key_file": m.KeyFile, "mqtt.password_file": m.PasswordFile} {
+	for key, f := range map[string]string{"mqtt.ca_file": m.CAFile, "mqtt.cert_file": m.CertFile, "mqtt.key_file": m.KeyFile} {
 		if f == "" {
 			continue
 		}

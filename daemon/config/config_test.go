@@ -362,20 +362,93 @@ func TestASnapshotTableGetsItsDefaults(t *testing.T) {
 	}
 }
 
-func TestThePasswordIsTheFirstLineOfItsFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "password")
+func TestThePasswordIsTheFirstLineOfItsFileOrElseTheEnvironments(t *testing.T) {
+	t.Setenv(PasswordEnv, "from-env")
+	dir := t.TempDir()
+	path, empty := filepath.Join(dir, "password"), filepath.Join(dir, "empty")
 	if err := os.WriteFile(path, []byte("s3cret\r\nnot this\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		m    MQTT
 		want string
-	}{{MQTT{Password: "inline"}, "inline"}, {MQTT{PasswordFile: path}, "s3cret"}} {
+	}{{MQTT{}, "from-env"}, {MQTT{PasswordFile: path}, "s3cret"}} {
 		if got, err := tc.m.ReadPassword(); err != nil || got != tc.want {
 			t.Errorf("%+v: %q, %v; want %q", tc.m, got, err, tc.want)
 		}
 	}
-	if _, err := (MQTT{PasswordFile: path + ".missing"}).ReadPassword(); err == nil || !strings.Contains(err.Error(), "mqtt.password_file") {
-		t.Errorf("a missing file: %v", err)
+	for _, file := range []string{path + ".missing", empty} {
+		if _, err := (MQTT{PasswordFile: file}).ReadPassword(); err == nil || !strings.HasPrefix(err.Error(), "mqtt.password_file: ") || !strings.Contains(err.Error(), file) {
+			t.Errorf("%s: %v", file, err)
+		}
+	}
+}
+
+// The password is read from a file or the environment, never from
+// config.toml: a password there is refused at its line, saying where it
+// goes instead, and without repeating it.
+func TestAPasswordWrittenInTheConfigIsRefusedNamingItsLineAndTheFix(t *testing.T) {
+	t.Setenv(PasswordEnv, "")
+	repo, plugins, inbox := fixture(t)
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("pw-in-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	refuses(t, valid(repo, plugins, inbox), []invalid{
+		{"password", after("qos = 1", "username = \"edge\"\npassword = \"hunter2-secret\""),
+			"11: mqtt.password: the password is not written in config.toml: put it in a file readable by edgeinferd only and name it with password_file " +
+				"(under systemd: password_file = \"${CREDENTIALS_DIRECTORY}/mqtt-password\", systemd/README.md), or set the environment variable EDGEINFER_MQTT_PASSWORD"},
+		{"password in the broker URL", func(s string) string {
+			return strings.Replace(s, "tcp://127.0.0.1:1883", "tcp://edge:hunter2-secret@127.0.0.1:1883", 1)
+		}, "8: mqtt.broker: the URL holds a password (user:password@): set username, and password_file or the environment variable EDGEINFER_MQTT_PASSWORD"},
+		{"password_file without username", after("qos = 1", "password_file = \""+pw+"\""),
+			"10: mqtt.password_file: a password needs a username: set [mqtt] username"},
+		{"a missing password_file", after("qos = 1", "username = \"edge\"\npassword_file = \""+pw+".missing\""),
+			"11: mqtt.password_file: stat " + pw + ".missing: no such file or directory"},
+	})
+	for _, src := range []string{
+		after("qos = 1", "username = \"edge\"\npassword = \"hunter2-secret\"")(valid(repo, plugins, inbox)),
+		strings.Replace(valid(repo, plugins, inbox), "tcp://127.0.0.1:1883", "tcp://edge:hunter2-secret@127.0.0.1:1883", 1),
+	} {
+		if _, err := Parse("config.toml", src); err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error repeats the password: %v", err)
+		}
+	}
+	t.Setenv(PasswordEnv, "from-env")
+	_, err := Parse("config.toml", after("qos = 1", "username = \"edge\"\npassword_file = \""+pw+"\"")(valid(repo, plugins, inbox)))
+	if want := "config.toml:11: mqtt.password_file: set password_file or the environment variable EDGEINFER_MQTT_PASSWORD, not both"; err == nil || err.Error() != want {
+		t.Errorf("both a file and the environment:\n got %v\nwant %s", err, want)
+	}
+}
+
+// password_file may name a credential of the systemd unit
+// (LoadCredential=) through ${CREDENTIALS_DIRECTORY}; outside such a unit
+// that is an error naming the line.
+func TestThePasswordFileMayBeASystemdCredential(t *testing.T) {
+	t.Setenv(PasswordEnv, "")
+	repo, plugins, inbox := fixture(t)
+	src := after("qos = 1", "username = \"edge\"\npassword_file = \"${CREDENTIALS_DIRECTORY}/mqtt-password\"")(valid(repo, plugins, inbox))
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	_, err := Parse("config.toml", src)
+	if want := "config.toml:11: mqtt.password_file: ${CREDENTIALS_DIRECTORY} is not set: edgeinferd does not run under a systemd unit with LoadCredential= (systemd/README.md)"; err == nil || err.Error() != want {
+		t.Fatalf("outside systemd:\n got %v\nwant %s", err, want)
+	}
+	creds := t.TempDir()
+	if err := os.WriteFile(filepath.Join(creds, "mqtt-password"), []byte("from-systemd\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	c, err := Parse("config.toml", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MQTT.PasswordFile != filepath.Join(creds, "mqtt-password") {
+		t.Fatalf("password_file %q", c.MQTT.PasswordFile)
+	}
+	if pw, err := c.MQTT.ReadPassword(); err != nil || pw != "from-systemd" {
+		t.Fatalf("password %q, %v", pw, err)
 	}
 }

@@ -4,25 +4,29 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+
+	"github.com/edgeinfer/edgeinfer/internal/signing"
 )
 
 // Changes is what a reload would change: Diff's answer.
 //
 // Settings fall in three groups:
 //   - restart-only (Restart): device, plugin_dir, log, models.repository,
-//     mqtt, limits and http. They are fixed for the life of the process (the
+//     models.confine, mqtt, limits and http. They are fixed for the life of the process (the
 //     logger, the broker connection and its topics, where models and plugins
 //     are found, what every sensor accepts, the metrics' address); a reload that changes any of
 //     them is refused and the running config is kept.
 //   - per part: sensors, pipelines and [serving.<model>] tables, listed by
 //     name so that only the parts concerned are restarted.
 //   - live (Other): stats_interval, commands.enabled, models.settle,
-//     models.rescan, models.threads, systemd.stuck_after and homeassistant. models.threads is passed to plugin
+//     models.rescan, models.threads, models.trusted_keys (the path or the
+//     keys in it), systemd.stuck_after and homeassistant. models.threads is passed to plugin
 //     processes as they start, so a change reaches a model's next process
 //     (a new version, a restart), not the processes already running.
 type Changes struct {
 	// Restart lists the restart-only settings that differ, by dotted key:
-	// "device", "plugin_dir", "log", "models.repository", "mqtt", "limits", "http".
+	// "device", "plugin_dir", "log", "models.repository", "models.confine",
+	// "mqtt", "limits", "http".
 	Restart []string
 	// Sensors are the sensors added, removed, or whose table differs in
 	// any key.
@@ -67,6 +71,7 @@ func Diff(old, new *Config) Changes {
 		{"plugin_dir", old.PluginDir != new.PluginDir, false},
 		{"log", !reflect.DeepEqual(old.Log, new.Log), false},
 		{"models.repository", old.Models.Repository != new.Models.Repository, false},
+		{"models.confine", old.Models.Confine != new.Models.Confine, false},
 		{"mqtt", old.MQTT != new.MQTT, false},
 		{"limits", old.Limits != new.Limits, false},
 		{"http", old.HTTP != new.HTTP, false},
@@ -75,6 +80,7 @@ func Diff(old, new *Config) Changes {
 		{"models.threads", old.Models.Threads != new.Models.Threads, true},
 		{"models.settle", old.Models.Settle != new.Models.Settle, true},
 		{"models.rescan", old.Models.Rescan != new.Models.Rescan, true},
+		{"models.trusted_keys", old.Models.TrustedKeys != new.Models.TrustedKeys || !maps.EqualFunc(old.trustedKeys, new.trustedKeys, func(a, b signing.PublicKey) bool { return a.Name == b.Name }), true},
 		{"systemd.stuck_after", old.Systemd != new.Systemd, true},
 		{"homeassistant", old.HomeAssistant != new.HomeAssistant, true},
 	} {
@@ -98,7 +104,7 @@ func Diff(old, new *Config) Changes {
 		models[m] = true
 	}
 	for _, m := range slices.Sorted(maps.Keys(models)) {
-		if old.Serving(m) != new.Serving(m) {
+		if old.Serving(m) != new.Serving(m) || !slices.Equal(old.AllowOps(m), new.AllowOps(m)) {
 			ch.Serving = append(ch.Serving, m)
 		}
 	}

@@ -36,11 +36,15 @@ func keyLines(src string) map[string]int {
 			if eq <= 0 {
 				continue
 			}
-			key := joinKey(splitKey(line[:eq]))
-			if table != "" {
-				key = table + "." + key
+			// A dotted key (a.b.c = 1) also defines its tables a and a.b.
+			parts := splitKey(line[:eq])
+			for i := range parts {
+				key := joinKey(parts[:i+1])
+				if table != "" {
+					key = table + "." + key
+				}
+				setLine(lines, key, n)
 			}
-			setLine(lines, key, n)
 		}
 	}
 	return lines
@@ -79,10 +83,22 @@ func splitKey(s string) []string {
 func joinKey(parts []string) string { return strings.Join(parts, ".") }
 
 // lineOf returns the line of key, or of its nearest parent that has one.
+// The decoder matches table and key names to fields regardless of case
+// ([Sensors.cam] fills sensors.cam), so a key written in other case is
+// found too: the first line of those that differ from it only in case.
 func lineOf(lines map[string]int, key string) int {
 	for key != "" {
 		if n, ok := lines[key]; ok {
 			return n
+		}
+		first := 0
+		for k, n := range lines {
+			if strings.EqualFold(k, key) && (first == 0 || n < first) {
+				first = n
+			}
+		}
+		if first > 0 {
+			return first
 		}
 		i := strings.LastIndex(key, ".")
 		if i < 0 {

@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/edgeinfer/edgeinfer/internal/signing"
+	"github.com/edgeinfer/edgeinfer/tfmodels/graphcheck"
 )
 
 // Serving policies: what happens to the serving version while a new one
@@ -57,6 +60,14 @@ func (c *Config) Serving(model string) Serving {
 	return defaultServing
 }
 
+// AllowOps lists the denied ops model may use all the same ([serving.<model>]
+// allow_ops, sorted; tfmodels/graphcheck).
+func (c *Config) AllowOps(model string) []string { return c.allowOps[model] }
+
+// TrustedKeys is the content of models.trusted_keys; nil when it is not set
+// (signatures are then not required).
+func (c *Config) TrustedKeys() signing.Keys { return c.trustedKeys }
+
 // servingTable is a [serving.<model>] table as written. Version is any so
 // that `version = 2` (an integer) gets a message of its own.
 type servingTable struct {
@@ -64,6 +75,7 @@ type servingTable struct {
 	Policy      string   `toml:"policy"`
 	LoadTimeout Duration `toml:"load_timeout"`
 	Tolerance   float64  `toml:"tolerance"`
+	AllowOps    []string `toml:"allow_ops"`
 }
 
 // checkServing checks the [serving.<model>] tables, applies their defaults
@@ -74,6 +86,7 @@ func (c *Config) checkServing(tables map[string]servingTable) error {
 		used[p.Model] = true
 	}
 	c.serving = map[string]Serving{}
+	c.allowOps = map[string][]string{}
 	for _, model := range slices.Sorted(maps.Keys(tables)) {
 		t, key := tables[model], "serving."+model
 		s := defaultServing
@@ -104,6 +117,14 @@ func (c *Config) checkServing(tables map[string]servingTable) error {
 				return c.errf(key+".tolerance", "must be > 0 and finite, got %g", t.Tolerance)
 			}
 			s.Tolerance = t.Tolerance
+		}
+		for _, op := range t.AllowOps {
+			if _, ok := graphcheck.Denied(op); !ok {
+				return c.errf(key+".allow_ops", "%q is not an op the deny-list holds (tfmodels/graphcheck/README.md lists them); ops it does not hold need no allowing", op)
+			}
+		}
+		if len(t.AllowOps) > 0 {
+			c.allowOps[model] = slices.Sorted(slices.Values(t.AllowOps))
 		}
 		c.serving[model] = s
 		if !used[model] {

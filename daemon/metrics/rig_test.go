@@ -92,7 +92,7 @@ func newRig(t *testing.T, tk sdk.Task, pipelines map[string]string) *rig {
 	plugins := t.TempDir()
 	os.WriteFile(filepath.Join(plugins, "edgeinfer-classify"), []byte("binary"), 0o755)
 	r.mgr = serving.New(serving.Config{PluginDir: plugins, CacheDir: t.TempDir(), Logger: quiet, Poll: 20 * time.Millisecond,
-		Start:   func(string) (sdk.Process, error) { return sdk.NewFake(tk), nil },
+		Start:   func(string, sdk.Access) (sdk.Process, error) { return sdk.NewFake(tk), nil },
 		Publish: func(payload.ModelState) {}, Event: r.m.ObserveEvent})
 	ctx, cancel := context.WithCancel(context.Background())
 	go r.mgr.Run(ctx)

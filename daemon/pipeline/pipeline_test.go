@@ -165,7 +165,7 @@ func start(t *testing.T, timeout time.Duration) *env {
 	hung := &atomic.Bool{}
 	mgr := serving.New(serving.Config{PluginDir: plugins, CacheDir: t.TempDir(), Logger: log,
 		MinBackoff: 10 * time.Millisecond, Poll: 20 * time.Millisecond,
-		Start: func(string) (sdk.Process, error) {
+		Start: func(string, sdk.Access) (sdk.Process, error) {
 			tk := &task{crashes: &e.crashes, hung: hung}
 			f := sdk.NewFake(tk)
 			tk.die = f.Crash

@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/edgeinfer/edgeinfer/tfmodels/pbwire"
 )
 
 // The variables of a SavedModel are a TensorFlow tensor bundle:
@@ -230,9 +232,9 @@ func walkBlock(block []byte, fn func(key, value []byte) error) error {
 // parseBundleHeader returns num_shards (field 1) of a BundleHeaderProto.
 func parseBundleHeader(b []byte) (int, error) {
 	numShards := 0
-	err := eachField(b, func(num protowire.Number, typ protowire.Type, v uint64) error {
-		if num == 1 && typ == protowire.VarintType {
-			numShards = int(int32(v))
+	err := pbwire.Each(b, func(f pbwire.Field) error {
+		if f.Num == 1 && f.Type == protowire.VarintType {
+			numShards = int(int32(f.Varint))
 		}
 		return nil
 	})
@@ -246,15 +248,15 @@ func parseBundleHeader(b []byte) (int, error) {
 func parseBundleEntry(b []byte) (shard int, end int64, err error) {
 	var offset, size int64
 	sliced := false
-	err = eachField(b, func(num protowire.Number, typ protowire.Type, v uint64) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		switch {
-		case num == 3 && typ == protowire.VarintType:
-			shard = int(int32(v))
-		case num == 4 && typ == protowire.VarintType:
-			offset = int64(v)
-		case num == 5 && typ == protowire.VarintType:
-			size = int64(v)
-		case num == 7:
+		case f.Num == 3 && f.Type == protowire.VarintType:
+			shard = int(int32(f.Varint))
+		case f.Num == 4 && f.Type == protowire.VarintType:
+			offset = int64(f.Varint)
+		case f.Num == 5 && f.Type == protowire.VarintType:
+			size = int64(f.Varint)
+		case f.Num == 7:
 			sliced = true
 		}
 		return nil
@@ -272,30 +274,4 @@ func parseBundleEntry(b []byte) (shard int, end int64, err error) {
 		return shard, -1, nil
 	}
 	return shard, offset + size, nil
-}
-
-// eachField calls fn for every field of a serialized protobuf message, with
-// the value of varint fields (0 for others).
-func eachField(b []byte, fn func(protowire.Number, protowire.Type, uint64) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		var v uint64
-		if typ == protowire.VarintType {
-			v, n = protowire.ConsumeVarint(b)
-		} else {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		if err := fn(num, typ, v); err != nil {
-			return err
-		}
-	}
-	return nil
 }

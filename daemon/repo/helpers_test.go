@@ -16,7 +16,7 @@ import (
 
 // zooDir is the exported tiny zoo: $EDGEINFER_MODELS (make test sets it), or
 // the repository's models/ folder.
-func zooDir(t *testing.T) string {
+func zooDir(t testing.TB) string {
 	t.Helper()
 	if dir := os.Getenv("EDGEINFER_MODELS"); dir != "" {
 		return dir

@@ -34,6 +34,10 @@ type WatchOptions struct {
 	// (default 10s).
 	Rescan time.Duration
 	Logger *slog.Logger
+	// Vet, when set, vets each version that passes the deep check (its
+	// ops, its signature), once per fingerprint, before the version is
+	// reported: its error becomes the version's Err. SetVet replaces it.
+	Vet func(v *Version) error
 
 	noEvents bool // tests: no fsnotify, only the periodic rescan
 }
@@ -66,7 +70,9 @@ type Watcher struct {
 	mu            sync.Mutex
 	models        []string
 	added         map[string]bool // by SetModels since Run last looked
-	modelsChanged chan struct{}
+	vet           func(v *Version) error
+	revet         bool          // SetVet since Run last looked
+	modelsChanged chan struct{} // SetModels or SetVet
 }
 
 // NewWatcher returns a Watcher of no model; call SetModels, then Run.
@@ -88,7 +94,22 @@ func NewWatcher(opts WatchOptions) *Watcher {
 		debounce:      debounce,
 		updates:       make(chan Update),
 		added:         map[string]bool{},
+		vet:           opts.Vet,
 		modelsChanged: make(chan struct{}, 1),
+	}
+}
+
+// SetVet replaces WatchOptions.Vet (on a config reload that changes what
+// is vetted) and has every settled version checked and vetted again, so
+// that a version the new vetting refuses, or no longer refuses, is
+// reported so. It is safe from any goroutine, before or while Run runs.
+func (w *Watcher) SetVet(vet func(v *Version) error) {
+	w.mu.Lock()
+	w.vet, w.revet = vet, true
+	w.mu.Unlock()
+	select {
+	case w.modelsChanged <- struct{}{}:
+	default:
 	}
 }
 
@@ -237,12 +258,24 @@ type versionState struct {
 	v       Version // deep-checked, when settled
 }
 
-// syncModels applies the latest SetModels.
+// syncModels applies the latest SetModels and SetVet.
 func (r *run) syncModels() {
 	r.w.mu.Lock()
-	want, added := r.w.models, r.w.added
-	r.w.added = map[string]bool{}
+	want, added, revet := r.w.models, r.w.added, r.w.revet
+	r.w.added, r.w.revet = map[string]bool{}, false
 	r.w.mu.Unlock()
+	if revet {
+		for _, ms := range r.models {
+			for _, st := range ms.versions {
+				st.settled = false // checked and vetted again by the scans below
+			}
+		}
+		defer func() {
+			for _, ms := range r.models {
+				r.scan(ms)
+			}
+		}()
+	}
 	for name := range r.models {
 		switch {
 		case !slices.Contains(want, name):
@@ -451,6 +484,14 @@ func (r *run) scan(ms *modelState) {
 		if !st.settled && now.Sub(st.since) >= settle {
 			v := f.v
 			note := check(&v)
+			r.w.mu.Lock()
+			vet := r.w.vet
+			r.w.mu.Unlock()
+			if v.Err == nil && vet != nil {
+				if err := vet(&v); err != nil {
+					v.Err = err
+				}
+			}
 			// The check read the files: they must still be those the
 			// fingerprint describes.
 			if fp, _, _ := fingerprint(v.Dir); fp != st.fp {

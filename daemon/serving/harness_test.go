@@ -180,8 +180,9 @@ func (h *harness) script(version, content string) script {
 	return h.versions[version].merge(h.binaries[content])
 }
 
-// start is Config.Start: a Fake around a scriptable task.
-func (h *harness) start(binary string) (sdk.Process, error) {
+// start is Config.Start: a Fake around a scriptable task; it keeps the
+// access the process was given.
+func (h *harness) start(binary string, access sdk.Access) (sdk.Process, error) {
 	b, err := os.ReadFile(binary)
 	if err != nil {
 		return nil, err
@@ -191,7 +192,7 @@ func (h *harness) start(binary string) (sdk.Process, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	p := &proc{h: h, n: len(h.procs), task: &task{h: h, binary: binary, content: string(b)}}
+	p := &proc{h: h, n: len(h.procs), access: access, task: &task{h: h, binary: binary, content: string(b)}}
 	p.task.p = p
 	p.Fake = sdk.NewFake(p.task)
 	h.procs = append(h.procs, p)
@@ -204,6 +205,7 @@ type proc struct {
 	*sdk.Fake
 	h      *harness
 	n      int // index in harness.procs
+	access sdk.Access
 	task   *task
 	killed atomic.Bool
 }

@@ -38,8 +38,11 @@ type Config struct {
 	// before it is taken.
 	Settle  time.Duration
 	Threads int // TensorFlow intra-op threads per process
-	// Start starts a plugin process (sdk.Start; sdk.NewFake in tests).
-	Start func(binary string) (sdk.Process, error)
+	// Start starts a plugin process (sdk.Start; sdk.NewFake in tests) that
+	// needs access (the version and the paths its pipelines' options name)
+	// if it is confined. An error wrapping sdk.ErrCannotConfine rejects the
+	// version; any other, the binary.
+	Start func(binary string, access sdk.Access) (sdk.Process, error)
 	// Publish receives each model's state after every change; it must not
 	// block.
 	Publish func(payload.ModelState)

@@ -448,8 +448,13 @@ func (e *startError) Unwrap() error { return e.err }
 // that serve.
 func (md *Model) bringUp(ctx context.Context, inst *instance, validate bool) error {
 	began := time.Now()
-	proc, err := md.m.cfg.Start(inst.bin.path)
-	if err != nil {
+	md.mu.Lock()
+	access := sdk.AccessFor(inst.v.Dir, md.pipelines)
+	md.mu.Unlock()
+	proc, err := md.m.cfg.Start(inst.bin.path, access)
+	if errors.Is(err, sdk.ErrCannotConfine) {
+		return err // no binary would do better: the version is rejected
+	} else if err != nil {
 		return &startError{err}
 	}
 	if err := proc.SetNice(md.m.cfg.LoadNice); err != nil {

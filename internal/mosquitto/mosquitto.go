@@ -141,6 +141,41 @@ func Persistent(t testing.TB) []string {
 	return []string{"persistence true", "persistence_location " + dir + "/", "max_queued_messages 100000"}
 }
 
+// ConfFile returns the settings of the Mosquitto config file at path, for
+// StartBroker, with each old string of oldnew replaced by the new one that
+// follows it (paths, listener ports); comments and blank lines are left out.
+// Tests start Mosquitto from the project's example files this way.
+func ConfFile(t testing.TB, path string, oldnew ...string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for l := range strings.Lines(strings.NewReplacer(oldnew...).Replace(string(b))) {
+		if l = strings.TrimSpace(l); l != "" && l[0] != '#' {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// ReadableDir returns a folder, removed when t ends, whose files Mosquitto
+// can read (password_file, acl_file, certificates): started as root it
+// drops to its own user before reading them, and t.TempDir() is private.
+func ReadableDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mosquitto-files-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // Restart starts the broker again on the same port.
 func (b *Broker) Restart(t testing.TB) {
 	b.Stop()

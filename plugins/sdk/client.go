@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,10 +19,12 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/edgeinfer/edgeinfer/plugins/sdk/confine"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk/taskpb"
 )
 
@@ -37,6 +40,12 @@ type Options struct {
 	CopyPixels bool
 	// StartTimeout bounds the handshake (default 30 s).
 	StartTimeout time.Duration
+	// Confine confines the plugin with Landlock (package confine): it
+	// reads its binary and libraries, Access.Read and its frames, changes
+	// Access.Write (made if missing), and reaches nothing else of the file
+	// system and no TCP. Start fails if the kernel cannot (confine.Check).
+	Confine bool
+	Access  Access
 }
 
 // Plugin is a running plugin process: the daemon's Process. Calls are
@@ -51,6 +60,9 @@ type Plugin struct {
 	rpc    taskpb.TaskClient
 	copy   bool
 	calls  *calls
+
+	dir    string  // the plugin's private folder (framesDir, go-plugin's socket folder), removed when it ends
+	access *Access // what a confined plugin was granted; nil: not confined
 
 	shmMu  sync.Mutex // the buffer: written by the call in progress, freed by Kill
 	shm    shmWriter
@@ -82,13 +94,46 @@ func pluginEnv(daemon, extra []string) []string {
 
 // Start starts the plugin binary and completes the handshake.
 func Start(opts Options) (*Plugin, error) {
-	cmd := exec.Command(opts.Path)
-	cmd.Env = pluginEnv(os.Environ(), opts.Env)
-	// If the daemon dies without stopping its plugins (SIGKILL, a crash),
-	// the kernel ends them too rather than leaving orphans. In a process
-	// group of its own, a plugin does not get the terminal's Ctrl-C: the
-	// daemon finishes its frames first, then stops it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if opts.Confine {
+		if err := confine.Check(); err != nil {
+			return nil, fmt.Errorf("start plugin %s: %w: %w", opts.Path, ErrCannotConfine, err)
+		}
+		for _, dir := range opts.Access.Write {
+			// Landlock grants what exists: the folder must be there first.
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, fmt.Errorf("start plugin %s: %w", opts.Path, err)
+			}
+		}
+	}
+	dir, err := os.MkdirTemp(shmDir(), "edgeinfer-plugin-")
+	if err != nil {
+		return nil, fmt.Errorf("start plugin %s: private folder: %w", opts.Path, err)
+	}
+	p, err := start(opts, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return p, nil
+}
+
+// framesDir is the folder of a plugin's frame buffers in its private
+// folder: Start makes one per plugin under shmDir, 0700, and removes it
+// when the plugin ends. go-plugin makes the plugin's socket folder in it
+// too. A confined plugin is granted these two and nothing else of /dev/shm.
+const framesDir = "frames"
+
+// start starts the plugin with its private folder dir.
+func start(opts Options, dir string) (*Plugin, error) {
+	frames := filepath.Join(dir, framesDir)
+	if err := os.Mkdir(frames, 0o700); err != nil {
+		return nil, fmt.Errorf("start plugin %s: private folder: %w", opts.Path, err)
+	}
+	var access *Access
+	if opts.Confine {
+		access = &opts.Access
+	}
+	var cmd *exec.Cmd // the plugin's, made by go-plugin for the RunnerFunc
 	stderr := opts.Stderr
 	if stderr == nil {
 		stderr = io.Discard
@@ -100,10 +145,29 @@ func Start(opts Options) (*Plugin, error) {
 	c := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		Plugins:          plugin.PluginSet{pluginName: &grpcPlugin{}},
-		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		StartTimeout:     timeout,
-		SyncStderr:       stderr,
+		// go-plugin makes the socket folder in the private folder, sets
+		// PLUGIN_UNIX_SOCKET_DIR and hands over a command with the
+		// environment it needs, which the runner starts.
+		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: dir},
+		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, socket string) (runner.Runner, error) {
+			cmd = spec
+			cmd.Path, cmd.Args = opts.Path, []string{opts.Path}
+			cmd.Env = pluginEnv(cmd.Env, opts.Env)
+			// If the daemon dies without stopping its plugins (SIGKILL, a
+			// crash), the kernel ends them too rather than leaving orphans.
+			// In a process group of its own, a plugin does not get the
+			// terminal's Ctrl-C: the daemon finishes its frames first, then
+			// stops it.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+			var policy *confine.Policy
+			if access != nil {
+				policy = &confine.Policy{Read: access.Read, Write: access.Write, Frames: frames, Socket: socket}
+			}
+			return newProcessRunner(cmd, policy)
+		},
+		StartTimeout: timeout,
+		SyncStderr:   stderr,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "plugin", Output: stderr, Level: hclog.Warn,
 			// The caller learns of an exit from ErrPluginExited (and Kill
 			// always ends with SIGKILL): go-plugin's own line is noise.
@@ -121,7 +185,8 @@ func Start(opts Options) (*Plugin, error) {
 		c.Kill()
 		return nil, fmt.Errorf("start plugin %s: %w", opts.Path, err)
 	}
-	p := &Plugin{client: c, proc: cmd.Process, pid: cmd.Process.Pid, rpc: raw.(taskpb.TaskClient), copy: opts.CopyPixels}
+	p := &Plugin{client: c, proc: cmd.Process, pid: cmd.Process.Pid, rpc: raw.(taskpb.TaskClient), copy: opts.CopyPixels,
+		dir: dir, access: access, shm: shmWriter{dir: frames}}
 	p.calls = newCalls(p.end, c.Exited)
 	return p, nil
 }
@@ -149,9 +214,7 @@ func (p *Plugin) Stop() {
 	p.calls.endWith(func() {
 		p.client.Kill()
 		p.proc.Kill() // go-plugin killed it, or it ended: a no-op either way (pidfd)
-		p.shmMu.Lock()
-		p.shm.close()
-		p.shmMu.Unlock()
+		p.cleanUp()
 	})
 }
 
@@ -161,9 +224,16 @@ func (p *Plugin) Stop() {
 func (p *Plugin) end() {
 	p.proc.Kill() // through a pidfd: never another process that reused the pid
 	p.client.Kill()
+	p.cleanUp()
+}
+
+// cleanUp frees the shared buffer and removes the private folder of a
+// plugin that has ended.
+func (p *Plugin) cleanUp() {
 	p.shmMu.Lock()
 	p.shm.close()
 	p.shmMu.Unlock()
+	os.RemoveAll(p.dir)
 }
 
 // SetNice sets the niceness of every thread of the plugin process.
@@ -218,8 +288,15 @@ func (p *Plugin) Load(ctx context.Context, req LoadRequest) (info ModelInfo, err
 	return info, nil
 }
 
-// Configure implements Task.
+// Configure implements Task. A confined plugin is not sent options that
+// name a path it was not granted at its start: the error names the
+// pipeline, the option and the path.
 func (p *Plugin) Configure(ctx context.Context, pipelines map[string]json.RawMessage) error {
+	if p.access != nil {
+		if err := p.access.allows(pipelines); err != nil {
+			return err
+		}
+	}
 	return p.calls.do(ctx, "configure", func() error {
 		req := &taskpb.ConfigureRequest{Pipelines: make(map[string][]byte, len(pipelines))}
 		for name, opts := range pipelines {

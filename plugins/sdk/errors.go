@@ -19,3 +19,8 @@ var ErrPluginExited = errors.New("plugin process exited")
 // whose ctx ended before the plugin answered: the process was killed (it
 // may be stuck in the model, or stopped), so errors.Is finds both.
 var ErrHung = errors.New("plugin did not answer in time")
+
+// ErrCannotConfine is wrapped by Start's error when Options.Confine asks
+// for a confinement this kernel cannot give (the reason follows it): the
+// model version, not the plugin binary, cannot run as required.
+var ErrCannotConfine = errors.New("the plugin process cannot be confined")

@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -120,17 +122,53 @@ func (e *echoTask) Close() error {
 }
 
 // Command takes {"say": text} for a configured pipeline and says it back.
+// The confinement tests probe what the process may do with {"read": file},
+// {"write": file}, {"connect": host:port}, {"unix": address},
+// {"signal": pid} and {"exec": program}: the answer is "ok" or the error.
 func (e *echoTask) Command(_ context.Context, pipeline string, command json.RawMessage) (string, error) {
 	if _, ok := e.pipelines[pipeline]; !ok {
 		return "", fmt.Errorf("pipeline %q is not configured", pipeline)
 	}
 	var c struct {
-		Say string `json:"say"`
+		Say     string `json:"say"`
+		Read    string `json:"read"`
+		Write   string `json:"write"`
+		Connect string `json:"connect"`
+		Unix    string `json:"unix"`   // a socket's address ("@name": abstract)
+		Signal  int    `json:"signal"` // a pid, sent signal 0
+		Exec    string `json:"exec"`   // a program, run
 	}
-	if err := json.Unmarshal(command, &c); err != nil || c.Say == "" {
+	if err := json.Unmarshal(command, &c); err != nil {
 		return "", fmt.Errorf("say what? (%s)", command)
 	}
-	return pipeline + " says " + c.Say, nil
+	var err error
+	switch {
+	case c.Say != "":
+		return pipeline + " says " + c.Say, nil
+	case c.Read != "":
+		_, err = os.ReadFile(c.Read)
+	case c.Write != "":
+		err = os.WriteFile(c.Write, []byte("written by the plugin"), 0o644)
+	case c.Connect != "" || c.Unix != "":
+		network, addr := "tcp", c.Connect
+		if c.Unix != "" {
+			network, addr = "unix", c.Unix
+		}
+		var conn net.Conn
+		if conn, err = net.DialTimeout(network, addr, 5*time.Second); err == nil {
+			conn.Close()
+		}
+	case c.Signal != 0:
+		err = syscall.Kill(c.Signal, 0)
+	case c.Exec != "":
+		err = exec.Command(c.Exec).Run()
+	default:
+		return "", fmt.Errorf("say what? (%s)", command)
+	}
+	if err != nil {
+		return err.Error(), nil
+	}
+	return "ok", nil
 }
 
 // ready loads model m into p and configures pipeline cam, as the daemon would.
@@ -527,18 +565,20 @@ func TestSetNiceRenicesEveryThread(t *testing.T) {
 	}
 }
 
-func TestKillRemovesTheSharedBuffer(t *testing.T) {
+func TestKillRemovesTheSharedBufferAndThePrivateFolder(t *testing.T) {
 	p := startEcho(t, false)
 	if _, err := p.Infer(context.Background(), frame(1, 64, 64)); err != nil {
 		t.Fatal(err)
 	}
 	path := p.shm.path
-	if _, err := os.Stat(path); err != nil || filepath.Dir(path) != shmDir() {
-		t.Fatalf("shared buffer %q: %v", path, err)
+	if _, err := os.Stat(path); err != nil || filepath.Dir(path) != filepath.Join(p.dir, framesDir) || filepath.Dir(p.dir) != shmDir() {
+		t.Fatalf("shared buffer %q (private folder %q): %v", path, p.dir, err)
 	}
 	p.Kill()
-	if _, err := os.Stat(path); !os.IsNotExist(err) {
-		t.Fatalf("shared buffer %s left behind: %v", path, err)
+	for _, left := range []string{path, p.dir} {
+		if _, err := os.Stat(left); !os.IsNotExist(err) {
+			t.Fatalf("%s left behind: %v", left, err)
+		}
 	}
 }
 

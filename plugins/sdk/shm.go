@@ -9,8 +9,9 @@ import (
 	"syscall"
 )
 
-// shmDir is where frame buffers live: tmpfs on Linux, so a frame is written
-// once by the daemon and read in place by the plugin.
+// shmDir is where each plugin's private folder (client.go, framesDir), and
+// so its frame buffers, live: tmpfs on Linux, so a frame is written once by
+// the daemon and read in place by the plugin.
 func shmDir() string {
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
 		return "/dev/shm"
@@ -18,10 +19,11 @@ func shmDir() string {
 	return os.TempDir()
 }
 
-// shmWriter is the daemon's side: one file, mapped read-write, grown when a
-// frame does not fit. One frame is in it at a time (a plugin serves one call
-// at a time).
+// shmWriter is the daemon's side: one file in dir (the plugin's frames
+// folder), mapped read-write, grown when a frame does not fit. One frame is
+// in it at a time (a plugin serves one call at a time).
 type shmWriter struct {
+	dir  string
 	path string
 	data []byte
 }
@@ -44,7 +46,7 @@ func (w *shmWriter) grow(n int) error {
 	if _, err := rand.Read(id[:]); err != nil {
 		return err
 	}
-	path := filepath.Join(shmDir(), fmt.Sprintf("edgeinfer-%d-%s", os.Getpid(), hex.EncodeToString(id[:])))
+	path := filepath.Join(w.dir, "frame-"+hex.EncodeToString(id[:]))
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("shared frame buffer: %w", err)

@@ -7,6 +7,11 @@
 //	edgeinferd watch [-config config.toml]   print what the daemon publishes
 //	edgeinferd models [-config config.toml]  list the model repository: versions,
 //	                                         signatures, and the running daemon's states
+//	edgeinferd passwd <file> <user>          set a user's password in an MQTT password file
+//	                                         (Mosquitto's format; read from the terminal or stdin)
+//	edgeinferd keygen [-out file] <name>     make a key pair for signing model versions
+//	edgeinferd sign -key <file> <dir>...     sign model version directories (edgeinfer.sig)
+//	edgeinferd verify -keys <file> <dir>...  check version directories' signatures
 //
 // See README.md for the config reference and the MQTT topics.
 package main
@@ -40,6 +45,12 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "models" {
 		os.Exit(models(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "passwd" {
+		os.Exit(passwd(os.Args[2:], os.Stdin, os.Stderr))
+	}
+	if len(os.Args) > 1 && signingCommands[os.Args[1]] != nil {
+		os.Exit(signingCommands[os.Args[1]](os.Args[2:], os.Stdout, os.Stderr))
 	}
 	os.Exit(run(os.Args[1:]))
 }
@@ -169,9 +180,13 @@ func checkModel(cfg *config.Config, model string, pipelines map[string]json.RawM
 	if !load {
 		return r, nil
 	}
+	if err := daemon.Vet(cfg, &v); err != nil {
+		return r, fmt.Errorf("version %s: refused before loading: %w", v.Version, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.LoadTimeout.Duration)
 	defer cancel()
-	p, err := sdk.Start(sdk.Options{Path: bin, Stderr: os.Stderr})
+	p, err := sdk.Start(sdk.Options{Path: bin, Stderr: os.Stderr,
+		Confine: daemon.ConfinePlugins(cfg.Models.Confine, slog.Default()), Access: sdk.AccessFor(v.Dir, pipelines)})
 	if err != nil {
 		return r, err
 	}

@@ -112,6 +112,9 @@ stats_interval = "500ms"
 [models]
 repository = %q
 settle = "100ms"
+# The test's plugin writes markers into the test's folder, out of a
+# confined plugin's reach.
+confine = "off"
 [mqtt]
 broker = "embedded"
 listen = %q

@@ -28,11 +28,18 @@ func watch(args []string) int {
 	prefix := fs.String("prefix", "", "topic prefix (default: from the config)")
 	raw := fs.Bool("json", false, "print payloads as they are")
 	fs.Parse(args)
+	var user, password string // the daemon's login, when the config is read
 	if *broker == "" || *prefix == "" {
 		cfg, err := config.Load(*path)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 2
+		}
+		if user = cfg.MQTT.Username; user != "" {
+			if password, err = cfg.MQTT.ReadPassword(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 2
+			}
 		}
 		if *broker == "" {
 			*broker = cfg.MQTT.Broker
@@ -47,7 +54,7 @@ func watch(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	opts := paho.NewClientOptions().AddBroker(*broker).SetClientID(fmt.Sprintf("edgeinferd-watch-%d", os.Getpid())).
-		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second)
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).SetUsername(user).SetPassword(password)
 	opts.SetOnConnectHandler(func(c paho.Client) {
 		fmt.Printf("watching %s/# on %s\n", *prefix, *broker)
 		c.Subscribe(*prefix+"/#", 1, func(_ paho.Client, m paho.Message) {

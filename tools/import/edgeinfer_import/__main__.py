@@ -58,6 +58,10 @@ def parse_args(argv):
     p.add_argument("--tolerance", type=float, help="largest difference from the original accepted (default: from two runtimes)")
     p.add_argument("--tfmodels", default=os.path.join(ROOT, "bin", "tfmodels"), help="the Go checker (make build writes it)")
     p.add_argument("--architecture", default="", help="free text for edgeinfer.toml")
+    p.add_argument("--sign-key", metavar="FILE", help="sign the version with this private key (edgeinferd keygen) before it "
+                   "is moved into place, for a daemon with [models] trusted_keys")
+    p.add_argument("--edgeinferd", default=None, help="the edgeinferd that signs (default: bin/edgeinferd beside this "
+                   "tool, else edgeinferd on PATH)")
     return p.parse_args(argv)
 
 
@@ -109,6 +113,7 @@ def run(a) -> str:
     if a.checksums:
         verify_checksums(a.checksums)
     version = repository.next_version(a.repo, a.name, a.version)
+    signer = repository.signer(a.edgeinferd, a.sign_key) if a.sign_key else None
     src = read_source(a)
     repository.check_flags(a)
     spec = samples.InputSpec.of(src, a)
@@ -136,6 +141,8 @@ def run(a) -> str:
             "samples": samples.names(a.samples) if a.samples else "random",
         })
         repository.go_check(a.tfmodels, tmp)
+        if signer:
+            repository.sign(signer, a.sign_key, tmp)
         return tmp.commit()
 
 

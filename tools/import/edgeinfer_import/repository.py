@@ -189,6 +189,29 @@ def write(tmp: Staging, man: dict, feeds: dict, ref: dict, record: dict) -> None
         json.dump(record, f, indent=1)
 
 
+def signer(edgeinferd: str | None, key: str) -> str:
+    """The edgeinferd that signs with key: edgeinferd if given, else bin/edgeinferd
+    beside this tool, else edgeinferd on PATH. Checked before the import starts."""
+    if not os.access(key, os.R_OK):
+        raise ImportFailed(f"--sign-key {key}: cannot be read (edgeinferd keygen makes one)")
+    exe = edgeinferd or os.path.join(ROOT, "bin", "edgeinferd")
+    if not os.access(exe, os.X_OK):
+        exe = shutil.which("edgeinferd") if edgeinferd is None else None
+    if not exe:
+        raise ImportFailed(f"--sign-key: no edgeinferd to sign with at {edgeinferd or os.path.join(ROOT, 'bin', 'edgeinferd')} "
+                           "nor on PATH (make build writes bin/edgeinferd; or give --edgeinferd)")
+    return exe
+
+
+def sign(edgeinferd: str, key: str, tmp: Staging) -> None:
+    """Signs the staged version (edgeinferd sign writes its edgeinfer.sig), last, so
+    that the signature covers every file the import wrote."""
+    cmd = [edgeinferd, "sign", "-key", key, os.fspath(tmp)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ImportFailed(f"{' '.join(cmd)}: {(r.stdout + r.stderr).strip()}")
+
+
 def go_check(tfmodels: str, tmp: Staging) -> None:
     """Loads the version through the Go binding (the C API) and reproduces its samples."""
     d = os.fspath(tmp)
