@@ -14,11 +14,9 @@ package bus
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +25,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgeinfer/edgeinfer/daemon/outbox"
+
+	"github.com/edgeinfer/edgeinfer/internal/pemfile"
 )
 
 // Options for Connect.
@@ -180,13 +180,9 @@ func (b *Bus) Reconnects() uint64 {
 func tlsConfig(opts Options) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.Insecure}
 	if opts.CAFile != "" {
-		pem, err := os.ReadFile(opts.CAFile)
+		pool, err := pemfile.CertPool(opts.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("mqtt ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqtt ca_file %s: no PEM certificate in it", opts.CAFile)
 		}
 		tc.RootCAs = pool
 	}

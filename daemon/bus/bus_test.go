@@ -1,15 +1,7 @@
 package bus
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,76 +125,35 @@ func TestAuthenticatesWithUsernameAndPassword(t *testing.T) {
 
 func TestConnectsOverTLSWithAClientCertificate(t *testing.T) {
 	dir := sharedDir(t)
-	ca, caKey := newCert(t, dir, "ca", nil, nil)
-	newCert(t, dir, "server", ca, caKey)
-	newCert(t, dir, "client", ca, caKey)
+	ca := mosquitto.NewCA(t, dir, "ca")
+	serverCert, serverKey := ca.Issue(t, dir, "server", true)
+	clientCert, clientKey := ca.Issue(t, dir, "client", false)
 	broker := mosquitto.StartBroker(t, "listener %d 127.0.0.1",
-		"cafile "+filepath.Join(dir, "ca.pem"),
-		"certfile "+filepath.Join(dir, "server.pem"),
-		"keyfile "+filepath.Join(dir, "server.key"),
+		"cafile "+ca.File,
+		"certfile "+serverCert,
+		"keyfile "+serverKey,
 		"require_certificate true")
 	url := strings.Replace(broker.URL, "tcp://", "ssl://", 1)
 
 	o := options(url)
-	o.CAFile = filepath.Join(dir, "ca.pem")
-	o.CertFile, o.KeyFile = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+	o.CAFile = ca.File
+	o.CertFile, o.KeyFile = clientCert, clientKey
 	b := connect(t, o)
 	roundTrip(t, b, b, "bus/tls")
 
 	// Without the client certificate the broker refuses the handshake.
 	o = options(url)
-	o.CAFile = filepath.Join(dir, "ca.pem")
+	o.CAFile = ca.File
 	o.ConnectTimeout = 2 * time.Second
 	nocert, _ := New(o)
 	if err := nocert.Connect(); err == nil {
 		t.Fatal("connected without a client certificate")
 	}
 	// A CA file that holds no certificate is named in the error.
-	o.CAFile = filepath.Join(dir, "client.key")
+	o.CAFile = clientKey
 	if _, err := New(o); err == nil || !strings.Contains(err.Error(), "ca_file") {
 		t.Fatalf("bad ca_file: got %v", err)
 	}
-}
-
-// newCert writes <name>.pem and <name>.key in dir: a CA when parent is nil,
-// else a certificate for 127.0.0.1 signed by parent.
-func newCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "edgeinfer test " + name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	signer, signerKey := tmpl, key
-	if parent == nil {
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		tmpl.KeyUsage |= x509.KeyUsageCertSign
-	} else {
-		signer, signerKey = parent, parentKey
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(filepath.Join(dir, name+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o644)
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
 }
 
 func TestMessagesLeftFromTheLastSessionReachTheNewSubscription(t *testing.T) {
