@@ -40,6 +40,12 @@ func newVetter(cfg *config.Config) *vetter {
 // (edgeinferd -check, which loads versions too).
 func Vet(cfg *config.Config, v *repo.Version) error { return newVetter(cfg).check(v) }
 
+// otherGraphFiles are the other files TensorFlow's loader reads a
+// SavedModel from: a chunked proto (saved_model.cpb) and a text proto.
+// Which it takes when one of them sits beside saved_model.pb is
+// TensorFlow's choice, so a version holding one is refused.
+var otherGraphFiles = []string{"saved_model.cpb", "saved_model.pbtxt"}
+
 // check is repo.WatchOptions.Vet. The signature comes first: a version
 // nobody trusted made is refused for that, whatever it holds.
 func (vt *vetter) check(v *repo.Version) error {
@@ -49,6 +55,11 @@ func (vt *vetter) check(v *repo.Version) error {
 		}
 	}
 	path := filepath.Join(v.Dir, repo.SavedModelFile)
+	for _, other := range otherGraphFiles {
+		if _, err := os.Lstat(filepath.Join(v.Dir, other)); err == nil {
+			return fmt.Errorf("%s: TensorFlow may load the graph from it rather than from %s, which alone is checked for denied ops: remove it", filepath.Join(v.Dir, other), repo.SavedModelFile)
+		}
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err

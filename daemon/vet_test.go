@@ -82,3 +82,25 @@ func TestVettersDifferWhenKeysOrAllowOpsDo(t *testing.T) {
 		}
 	}
 }
+
+func TestAVersionHoldingAnotherGraphFileBesideSavedModelPBIsRefused(t *testing.T) {
+	for _, other := range otherGraphFiles {
+		v := zooVersion(t, "lenet5")
+		if err := (&vetter{}).check(v); err != nil {
+			t.Fatalf("lenet5 alone: %v", err)
+		}
+		// TensorFlow could load the graph from this file, which the op
+		// check does not read.
+		pb, err := os.ReadFile(filepath.Join(v.Dir, repo.SavedModelFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(v.Dir, other)
+		if err := os.WriteFile(path, pb, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := (&vetter{}).check(v); err == nil || !strings.HasPrefix(err.Error(), path+": TensorFlow may load the graph from it") {
+			t.Errorf("%s beside saved_model.pb: got %v", other, err)
+		}
+	}
+}
