@@ -367,9 +367,18 @@ func opsFDs(t *testing.T, pid int) int {
 	return len(fds)
 }
 
-// opsShm lists the shared frame buffers of the daemon pid in /dev/shm.
+// opsShm lists the shared frame buffers the daemon pid has mapped: the
+// frame files in its plugins' private folders in /dev/shm (plugins/sdk).
 func opsShm(pid int) []string {
-	files, _ := filepath.Glob(fmt.Sprintf("/dev/shm/edgeinfer-%d-*", pid))
+	maps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	var files []string
+	for line := range strings.Lines(string(maps)) {
+		if i := strings.Index(line, "/dev/shm/edgeinfer-plugin-"); i >= 0 && strings.Contains(line, "/frames/") {
+			if f := strings.TrimSpace(line[i:]); !slices.Contains(files, f) {
+				files = append(files, f)
+			}
+		}
+	}
 	return files
 }
 

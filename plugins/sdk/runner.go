@@ -65,7 +65,15 @@ func (r *processRunner) Kill(context.Context) error {
 func (r *processRunner) Stdout() io.ReadCloser { return r.stdout }
 func (r *processRunner) Stderr() io.ReadCloser { return r.stderr }
 func (r *processRunner) Name() string          { return r.cmd.Path }
-func (r *processRunner) ID() string            { return strconv.Itoa(r.cmd.Process.Pid) }
+
+// ID is the process id; "" when the process did not start (go-plugin's
+// Kill asks after a failed start too).
+func (r *processRunner) ID() string {
+	if r.cmd.Process == nil {
+		return ""
+	}
+	return strconv.Itoa(r.cmd.Process.Pid)
+}
 
 // Diagnose adds nothing to go-plugin's error for a failed handshake: the
 // plugin's stderr, logged as it comes, tells why.

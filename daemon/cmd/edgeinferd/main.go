@@ -125,10 +125,14 @@ func checkModels(cfg *config.Config, load bool) int {
 		fmt.Println("warning:", w)
 	}
 	byModel := cfg.ModelPipelines()
+	// Plugins are started as the daemon starts them: confined unless
+	// [models] confine or the kernel says otherwise (a warning, then).
+	confined := load && daemon.ConfinePlugins(cfg.Models.Confine,
+		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	bad := 0
 	for _, model := range slices.Sorted(maps.Keys(byModel)) {
 		pipelines := byModel[model]
-		report, err := checkModel(cfg, model, pipelines, load)
+		report, err := checkModel(cfg, model, pipelines, load, confined)
 		for _, name := range slices.Sorted(maps.Keys(pipelines)) {
 			p := cfg.Pipelines[name]
 			perr := err
@@ -159,8 +163,9 @@ type checkReport struct {
 	refused               map[string]error
 }
 
-// checkModel checks the version of model that would serve now.
-func checkModel(cfg *config.Config, model string, pipelines map[string]json.RawMessage, load bool) (checkReport, error) {
+// checkModel checks the version of model that would serve now, in a
+// plugin process confined when confined is set.
+func checkModel(cfg *config.Config, model string, pipelines map[string]json.RawMessage, load, confined bool) (checkReport, error) {
 	s := cfg.Serving(model)
 	var v repo.Version
 	var err error
@@ -185,8 +190,7 @@ func checkModel(cfg *config.Config, model string, pipelines map[string]json.RawM
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.LoadTimeout.Duration)
 	defer cancel()
-	p, err := sdk.Start(sdk.Options{Path: bin, Stderr: os.Stderr,
-		Confine: daemon.ConfinePlugins(cfg.Models.Confine, slog.Default()), Access: sdk.AccessFor(v.Dir, pipelines)})
+	p, err := sdk.Start(sdk.Options{Path: bin, Stderr: os.Stderr, Confine: confined, Access: sdk.AccessFor(v.Dir, pipelines)})
 	if err != nil {
 		return r, err
 	}
