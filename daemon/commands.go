@@ -31,12 +31,13 @@ func (d *Daemon) subscribeCommands(ctx context.Context) error {
 			}
 		}
 	}()
-	return d.bus.Subscribe(d.tel.Topic("cmd"), func(_ string, body []byte, ack func()) {
+	_, err := d.bus.Subscribe(d.tel.Topic("cmd"), func(_ string, body []byte, ack func()) {
 		select {
 		case queue <- request{body, ack}:
 		case <-ctx.Done():
 		}
 	})
+	return err
 }
 
 // command runs one command and says how it went.

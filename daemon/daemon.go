@@ -88,6 +88,9 @@ type sensorRun struct {
 	sink   *router.Sink
 	cancel context.CancelFunc
 	done   chan struct{}
+	// unsubscribe ends the MQTT subscriptions the sensor made; written by
+	// the sensor's goroutine, read once done is closed.
+	unsubscribe []func()
 }
 
 // pipeRun is a running pipeline worker.

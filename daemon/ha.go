@@ -34,7 +34,7 @@ func (d *Daemon) announce(cfg *config.Config) {
 		d.ha.Store(ha)
 		d.haCfg = h
 		go func() { // not under d.mu: it waits for the broker
-			if err := d.bus.Subscribe(ha.StatusTopic(), d.homeAssistantStatus); err != nil {
+			if _, err := d.bus.Subscribe(ha.StatusTopic(), d.homeAssistantStatus); err != nil {
 				d.log.Warn("cannot subscribe to Home Assistant's status", "topic", ha.StatusTopic(), "err", err)
 			}
 		}()

@@ -95,7 +95,14 @@ func (d *Daemon) apply(old, next *config.Config) {
 		}
 	}
 	for _, name := range ch.Sensors.Removed {
+		run := d.sensors[name]
 		d.stopSensor(name)
+		// A removed sensor's subscriptions go with it. (At shutdown they
+		// stay, so that the broker keeps what comes meanwhile for the next
+		// start.)
+		for _, unsubscribe := range run.unsubscribe {
+			unsubscribe()
+		}
 	}
 	for _, name := range ch.Sensors.Added {
 		d.sensors[name] = &sensorRun{sink: router.NewSink(name, d)}
@@ -201,8 +208,13 @@ func settingsOf(pc config.Pipeline) pipeline.Settings {
 // runs it into its sink.
 func (d *Daemon) startSensor(name string) {
 	run := d.sensors[name]
+	subscribe := func(topic string, handler func(topic string, payload []byte, ack func())) error {
+		unsubscribe, err := d.bus.Subscribe(topic, handler)
+		run.unsubscribe = append(run.unsubscribe, unsubscribe)
+		return err
+	}
 	s, err := d.cfg.NewSensor(name, sensors.Env{
-		Name: name, Prefix: d.cfg.MQTT.Prefix, Logger: d.log.With("sensor", name), Subscribe: d.bus.Subscribe,
+		Name: name, Prefix: d.cfg.MQTT.Prefix, Logger: d.log.With("sensor", name), Subscribe: subscribe,
 	})
 	if err != nil {
 		d.log.Error("sensor not started", "sensor", name, "err", err)

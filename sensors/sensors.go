@@ -100,7 +100,9 @@ type Env struct {
 	// acknowledges the message to the broker: call it once the message is
 	// dealt with (its frame finished, or refused as bad input). A message
 	// never acknowledged is delivered again after a reconnect or a restart
-	// (QoS 1 and 2, persistent session).
+	// (QoS 1 and 2, persistent session). The daemon ends the subscriptions
+	// of a sensor a reload removes; at shutdown they stay, so that the
+	// broker keeps what is published meanwhile for the next start.
 	Subscribe func(topic string, handler func(topic string, payload []byte, ack func())) error
 	// Prefix is the daemon's MQTT topic prefix (edgeinfer/<device>).
 	Prefix string

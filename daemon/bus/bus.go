@@ -63,7 +63,7 @@ type Bus struct {
 	timeout time.Duration
 
 	mu    sync.Mutex
-	subs  map[string]paho.MessageHandler
+	subs  map[string]*subscription
 	early []earlyMessage
 
 	connections atomic.Uint64 // made so far, the first one included
@@ -94,7 +94,7 @@ const staleAfter = time.Minute
 
 // New prepares a client; Connect connects it.
 func New(opts Options) (*Bus, error) {
-	b := &Bus{qos: opts.QoS, log: opts.Logger, subs: map[string]paho.MessageHandler{}, timeout: opts.ConnectTimeout, broker: opts.Broker,
+	b := &Bus{qos: opts.QoS, log: opts.Logger, subs: map[string]*subscription{}, timeout: opts.ConnectTimeout, broker: opts.Broker,
 		box: opts.Outbox, retained: map[string][]byte{}}
 	if b.log == nil {
 		b.log = slog.Default()
@@ -245,32 +245,62 @@ func (b *Bus) PublishWait(topic string, retain bool, payload []byte, timeout tim
 	return tok.Error()
 }
 
+// subscription is one Subscribe's handler, subscribed again after every
+// reconnect.
+type subscription struct{ handler paho.MessageHandler }
+
 // Subscribe subscribes to topic now and after every reconnect. handler runs
 // on the client's goroutine, in order; it may block, which holds back the
 // next messages (back-pressure for lossless inputs). The handler's ack
 // acknowledges the message: until it is called, the broker keeps the
 // message and delivers it again to the next session (QoS 1 and 2).
-func (b *Bus) Subscribe(topic string, handler func(topic string, payload []byte, ack func())) error {
-	h := func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload(), m.Ack) }
+//
+// unsubscribe ends the subscription at the broker, unless a later
+// Subscribe to the same topic has taken it over; it does not wait for the
+// broker's answer. A subscription left in place keeps what is published
+// meanwhile in the session (a restart); one whose reader is gone for good
+// must be ended, or its messages, never acknowledged, fill the broker's
+// window of messages in flight to this client and hold back every other
+// topic's.
+func (b *Bus) Subscribe(topic string, handler func(topic string, payload []byte, ack func())) (unsubscribe func(), err error) {
+	sub := &subscription{handler: func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload(), m.Ack) }}
 	b.mu.Lock()
-	b.subs[topic] = h
+	b.subs[topic] = sub
 	b.mu.Unlock()
-	tok := b.client.Subscribe(topic, b.qos, h)
+	unsubscribe = func() { b.unsubscribe(topic, sub) }
+	tok := b.client.Subscribe(topic, b.qos, sub.handler)
 	if !tok.WaitTimeout(10 * time.Second) {
-		return fmt.Errorf("mqtt subscribe %s: no answer within 10s", topic)
+		return unsubscribe, fmt.Errorf("mqtt subscribe %s: no answer within 10s", topic)
 	}
 	if err := tok.Error(); err != nil {
-		return err
+		return unsubscribe, err
 	}
 	if early := b.takeEarly(topic); len(early) > 0 {
 		b.log.Info("mqtt: handing over messages left from the last session", "topic", topic, "messages", len(early))
 		go func() {
 			for _, m := range early {
-				h(b.client, m)
+				sub.handler(b.client, m)
 			}
 		}()
 	}
-	return nil
+	return unsubscribe, nil
+}
+
+// unsubscribe ends sub if it is still topic's subscription.
+func (b *Bus) unsubscribe(topic string, sub *subscription) {
+	b.mu.Lock()
+	if b.subs[topic] != sub {
+		b.mu.Unlock()
+		return
+	}
+	delete(b.subs, topic)
+	b.mu.Unlock()
+	tok := b.client.Unsubscribe(topic)
+	go func() {
+		if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
+			b.log.Warn("mqtt unsubscribe failed", "topic", topic, "err", tok.Error())
+		}
+	}()
 }
 
 // unrouted keeps a message no subscription of this session took (yet).
@@ -344,9 +374,9 @@ func matches(filter, topic string) bool {
 func (b *Bus) resubscribe() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for topic, h := range b.subs {
+	for topic, sub := range b.subs {
 		// Not waited for: this runs on paho's connect goroutine.
-		b.client.Subscribe(topic, b.qos, h)
+		b.client.Subscribe(topic, b.qos, sub.handler)
 	}
 }
 

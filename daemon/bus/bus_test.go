@@ -36,7 +36,7 @@ func connect(t *testing.T, o Options) *Bus {
 func roundTrip(t *testing.T, pub, sub *Bus, topic string) {
 	t.Helper()
 	got := make(chan string, 10)
-	if err := sub.Subscribe(topic, func(_ string, p []byte, ack func()) { ack(); got <- string(p) }); err != nil {
+	if _, err := sub.Subscribe(topic, func(_ string, p []byte, ack func()) { ack(); got <- string(p) }); err != nil {
 		t.Fatal(err)
 	}
 	want := fmt.Sprint(time.Now().UnixNano())
@@ -60,7 +60,7 @@ func TestReconnectsAndSubscribesAgainAfterTheBrokerRestarts(t *testing.T) {
 	o.OnConnect = func() { connects.Add(1) }
 	b := connect(t, o)
 	got := make(chan string, 10)
-	if err := b.Subscribe("bus/in", func(_ string, p []byte, ack func()) { ack(); got <- string(p) }); err != nil {
+	if _, err := b.Subscribe("bus/in", func(_ string, p []byte, ack func()) { ack(); got <- string(p) }); err != nil {
 		t.Fatal(err)
 	}
 	other := connect(t, options(broker.URL))
@@ -165,7 +165,7 @@ func TestMessagesLeftFromTheLastSessionReachTheNewSubscription(t *testing.T) {
 	// The first session takes a message and dies before acknowledging it.
 	first := connect(t, o)
 	got := make(chan string, 10)
-	if err := first.Subscribe("in/+", func(_ string, p []byte, _ func()) { got <- string(p) }); err != nil {
+	if _, err := first.Subscribe("in/+", func(_ string, p []byte, _ func()) { got <- string(p) }); err != nil {
 		t.Fatal(err)
 	}
 	pub.PublishWait("in/a", false, []byte("taken, not acknowledged"), 5*time.Second)
@@ -180,7 +180,7 @@ func TestMessagesLeftFromTheLastSessionReachTheNewSubscription(t *testing.T) {
 	second := connect(t, o)
 	time.Sleep(300 * time.Millisecond)
 	again := make(chan string, 10)
-	if err := second.Subscribe("in/+", func(_ string, p []byte, ack func()) { ack(); again <- string(p) }); err != nil {
+	if _, err := second.Subscribe("in/+", func(_ string, p []byte, ack func()) { ack(); again <- string(p) }); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]bool{"taken, not acknowledged": true, "sent while away": true}
@@ -239,4 +239,47 @@ func TestConnectedAndReconnectsFollowABrokerOutage(t *testing.T) {
 	}
 	broker.Restart(t)
 	wait("the reconnection", func() bool { return b.Connected() && b.Reconnects() == 1 })
+}
+
+func TestUnsubscribeEndsTheSubscriptionUnlessALaterOneTookTheTopicOver(t *testing.T) {
+	url := mosquitto.Start(t)
+	pub, sub := connect(t, options(url)), connect(t, options(url))
+	got := make(chan string, 10)
+	handler := func(name string) func(string, []byte, func()) {
+		return func(_ string, p []byte, ack func()) { ack(); got <- name + ":" + string(p) }
+	}
+	// A later subscription to the topic takes it over: the first's
+	// unsubscribe leaves it alone.
+	first, err := sub.Subscribe("bus/unsub", handler("first"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := sub.Subscribe("bus/unsub", handler("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first()
+	if err := pub.PublishWait("bus/unsub", false, []byte("1"), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m != "second:1" {
+			t.Fatalf("got %q, want second:1", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first's unsubscribe ended the second's subscription")
+	}
+	// Its own unsubscribe ends it at the broker: nothing more arrives.
+	second()
+	time.Sleep(200 * time.Millisecond) // the UNSUBACK is not waited for
+	if err := pub.PublishWait("bus/unsub", false, []byte("2"), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, pub, sub, "bus/other") // a later message on another topic arrives...
+	select {
+	case m := <-got:
+		t.Fatalf("after unsubscribe, %q arrived", m) // ...and the unsubscribed one never did
+	default:
+	}
 }

@@ -213,7 +213,7 @@ func TestRetainedStateWhileTheBrokerIsAwayIsSentNewestOnlyWhenItReturns(t *testi
 	var mu sync.Mutex
 	var got []string
 	sub := connect(t, options(broker.URL))
-	if err := sub.Subscribe("ob/state", func(_ string, p []byte, ack func()) {
+	if _, err := sub.Subscribe("ob/state", func(_ string, p []byte, ack func()) {
 		ack()
 		mu.Lock()
 		got = append(got, string(p))

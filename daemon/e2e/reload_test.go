@@ -1147,3 +1147,61 @@ func TestHotReloadPinningThroughConfigAndCommand(t *testing.T) {
 		}
 	})
 }
+
+// A reload that removes an mqtt sensor ends its subscription. Were it left,
+// every image still published on the removed sensor's topic would reach a
+// handler that no longer acknowledges anything, and once Mosquitto's window
+// of messages in flight to the daemon (20) was full of them, nothing else
+// would be delivered: not the other sensor's images, not commands.
+func TestARemovedMQTTSensorsSubscriptionEndsAndItsTopicHoldsNothingElseBack(t *testing.T) {
+	const sensorsTables = `
+[sensors.front]
+kind = "mqtt"
+[sensors.back]
+kind = "mqtt"
+`
+	const pipelines = `
+[commands]
+enabled = true
+[pipelines.back]
+sensor = "back"
+model = "lenet5"
+`
+	const frontPipeline = `
+[pipelines.front]
+sensor = "front"
+model = "lenet5"
+`
+	broker := mosquitto.Start(t)
+	prefix := prefixOf(t)
+	p, w := run(t, setup{broker: broker, sensors: sensorsTables, extra: pipelines + frontPipeline})
+	ds := digits(t)
+	w.serving(t, p, "lenet5", "front")
+	w.publish(t, prefix+"/in/front", ds[0].png)
+	waitFor(t, p, 30*time.Second, "front's result", func() bool { return len(w.results(t, "front")) == 1 })
+
+	config := p.cmd.Args[len(p.cmd.Args)-1]
+	opsRewrite(t, config, func(s string) string {
+		s = strings.Replace(s, frontPipeline, "", 1)
+		return strings.Replace(s, "[sensors.front]\nkind = \"mqtt\"\n", "", 1)
+	}, false)
+	if err := p.cmd.Process.Signal(unix.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, p, 30*time.Second, "the reload", func() bool { return len(w.eventsOf(t, payload.EventConfigReloaded)) == 1 })
+
+	// More images on the removed topic than Mosquitto keeps in flight.
+	for _, d := range ds[1:31] {
+		w.publish(t, prefix+"/in/front", d.png)
+	}
+	for _, d := range ds[31:36] {
+		w.publish(t, prefix+"/in/back", d.png)
+	}
+	waitFor(t, p, 30*time.Second, "back's 5 results", func() bool { return len(w.results(t, "back")) == 5 })
+	if r := w.command(t, p, prefix, payload.Command{Command: "reload"}); !r.OK {
+		t.Fatalf("a command after the removed topic's images: %+v", r)
+	}
+	if n := len(w.results(t, "front")); n != 1 {
+		t.Errorf("results of the removed pipeline: %d, want the 1 from before the reload", n)
+	}
+}
