@@ -167,12 +167,16 @@ uninstall:
 ## paths of this checkout in them (-trimpath), stripped, and the plugins' only
 ## RUNPATH $(PLUGINDIR)/tensorflow (an absolute path: edgeinferd runs a copy of a
 ## plugin from /tmp, so $$ORIGIN would not do).
+## Go's build cache keys a -trimpath build by neither the checkout's folder nor what
+## pkg-config prints, so a package compiled in another checkout would bring that
+## checkout's -L along; naming the library folder in CGO_LDFLAGS puts it in the key.
+PKG_GO = PKG_CONFIG_PATH=$(CURDIR)/build/pkg/pkgconfig CGO_LDFLAGS="-O2 -g -L$$(pkg-config --variable=libdir tensorflow)" \
+  go build -trimpath -ldflags='-s -w'
 pkg-bin: $(PC)
 	mkdir -p build/pkg/pkgconfig $(PKG_BIN)
 	sed 's|-Wl,-rpath,[^ ]*|-Wl,-rpath,$(PLUGINDIR)/tensorflow|' $(PC) > build/pkg/pkgconfig/tensorflow.pc
-	PKG_CONFIG_PATH=$(CURDIR)/build/pkg/pkgconfig go build -trimpath -ldflags='-s -w' -o $(PKG_BIN)/edgeinferd ./daemon/cmd/edgeinferd
-	for p in $(PLUGINS); do \
-	  PKG_CONFIG_PATH=$(CURDIR)/build/pkg/pkgconfig go build -trimpath -ldflags='-s -w' -o $(PKG_BIN)/edgeinfer-$$p ./plugins/$$p || exit 1; done
+	$(PKG_GO) -o $(PKG_BIN)/edgeinferd ./daemon/cmd/edgeinferd
+	for p in $(PLUGINS); do $(PKG_GO) -o $(PKG_BIN)/edgeinfer-$$p ./plugins/$$p || exit 1; done
 
 deb: $(PC) $(MODELS)/lenet5/1/saved_model.pb $(NFPM)
 	@case '$(or $(TENSORFLOW),outside)' in outside|inside) ;; *) echo 'make deb: TENSORFLOW is outside or inside' >&2; exit 1;; esac
