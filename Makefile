@@ -30,7 +30,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # alone uses oneDNN, for speed (models-trained).
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: build deps sysdeps models models-trained models-full models-real import-deps run-real test test-go test-race test-py bench bench-post bench-tf bench-plugin bench-e2e bench-reload run watch proto clean
+.PHONY: build deps sysdeps models models-trained models-full models-real import-deps run-real test test-go test-race test-py bench bench-post bench-tf bench-plugin bench-e2e bench-reload bench-security run watch proto clean
 .PHONY: install uninstall deb pkg-bin test-install test-deb fuzz
 
 ## deps: the venv with pinned Python packages and the TensorFlow pkg-config file (idempotent).
@@ -259,7 +259,7 @@ tfmodels/testdata/.fixtures: $(VENV)/.installed tfmodels/testdata/make_fixtures.
 	touch $@
 
 ## bench: every benchmark.
-bench: bench-tf bench-plugin bench-e2e bench-reload bench-post
+bench: bench-tf bench-plugin bench-e2e bench-reload bench-post bench-security
 
 ## bench-post: the plugins' post-processing on its own: NMS on 10,000 boxes
 ## against the textbook loop, the dense CRF on a 640x480 softmax.
@@ -274,6 +274,13 @@ bench-reload: sysdeps build models
 	EDGEINFER_MODELS=$(CURDIR)/$(MODELS) go test -count=1 -p 1 -timeout 30m -v \
 	  -run 'TestHotReload100Swaps|TestOpsTwoPipelinesOnOneModel|TestOpsBrokenModelDoesNotStall|TestOps200ReloadCycles' ./daemon/e2e/ \
 	  | grep -v level=DEBUG | grep -E '^(=== RUN|--- |ok|FAIL)|p99|p50|RSS|resident|rss|fds|shm|swaps|queued'
+
+## bench-security: what the protections cost: plugin starts confined vs not vs
+## Python, vetting (op check, signature) vs hashing and loading every model,
+## the embedded broker with users and ACL vs open vs Mosquitto.
+bench-security: sysdeps build models models-real
+	TF_ENABLE_ONEDNN_OPTS=0 TF_CPP_MIN_LOG_LEVEL=2 go run ./bench/security -bin $(BIN) -python $(PY) \
+	  -models $(MODELS),models-real $(BENCH_SECURITY_FLAGS)
 
 ## bench-plugin: the daemon -> plugin -> daemon round trip of a 640x480 frame, no inference.
 bench-plugin: deps

@@ -52,7 +52,6 @@ import (
 	"log"
 	"math"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -65,6 +64,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgeinfer/edgeinfer/bench/internal/kit"
 	"github.com/edgeinfer/edgeinfer/daemon/payload"
 	"github.com/edgeinfer/edgeinfer/daemon/repo"
 	"github.com/edgeinfer/edgeinfer/plugins/common/imageprep"
@@ -147,11 +147,11 @@ func run(ctx context.Context, s settings, w io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	broker, addr, err := startMosquitto(ctx, dir)
+	broker, addr, err := kit.StartMosquitto(ctx, dir, "")
 	if err != nil {
 		return err
 	}
-	defer broker.stop()
+	defer broker.Stop()
 	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("bench-e2e-driver").SetCleanSession(true)
 	client := paho.NewClient(opts)
 	if tok := client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -210,12 +210,12 @@ func runCase(ctx context.Context, s settings, c benchCase, dir, addr string, cli
 	if err != nil {
 		return report{}, "", err
 	}
-	defer d.proc.stop()
+	defer d.proc.Stop()
 	py, versions, err := startPython(ctx, s, v.Dir, addr, client)
 	if err != nil {
 		return report{}, "", err
 	}
-	defer py.proc.stop()
+	defer py.proc.Stop()
 
 	log.Printf("%s: warming up", c.name)
 	if _, err := lim.run(c.frames, s.warmup); err != nil {
@@ -294,7 +294,7 @@ type arrival struct {
 // service is an MQTT service under test, seen from the driver.
 type service struct {
 	name    string
-	proc    *process
+	proc    *kit.Process
 	client  paho.Client
 	in      string // the topic frames go to
 	results chan arrival
@@ -302,7 +302,7 @@ type service struct {
 }
 
 // newService subscribes to the service's result topic.
-func newService(name string, proc *process, client paho.Client, prefix string) (*service, error) {
+func newService(name string, proc *kit.Process, client paho.Client, prefix string) (*service, error) {
 	s := &service{name: name, proc: proc, client: client, in: prefix + "/in/frames", results: make(chan arrival, 1<<16)}
 	tok := client.Subscribe(prefix+"/classify/result", 1, func(_ paho.Client, m paho.Message) {
 		s.results <- arrival{time.Now(), m.Payload()}
@@ -372,7 +372,7 @@ func (s *service) next(ctx context.Context) (arrival, error) {
 	select {
 	case a := <-s.results:
 		return a, nil
-	case <-s.proc.done:
+	case <-s.proc.Done():
 		return arrival{}, fmt.Errorf("%s exited", s.name)
 	case <-ctx.Done():
 		return arrival{}, ctx.Err()
@@ -421,7 +421,7 @@ top_k = %d
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
-	proc, err := start(daemonName, exec.Command(filepath.Join(bin, "edgeinferd"), "-config", path))
+	proc, err := kit.Start(daemonName, exec.Command(filepath.Join(bin, "edgeinferd"), "-config", path))
 	if err != nil {
 		return nil, err
 	}
@@ -430,7 +430,7 @@ top_k = %d
 		err = waitServing(ctx, proc, client, prefix+"/models/"+model)
 	}
 	if err != nil {
-		proc.stop()
+		proc.Stop()
 		return nil, err
 	}
 	return svc, nil
@@ -438,7 +438,7 @@ top_k = %d
 
 // waitServing waits for the retained model state that says the pipeline's
 // plugin has loaded the model.
-func waitServing(ctx context.Context, proc *process, client paho.Client, topic string) error {
+func waitServing(ctx context.Context, proc *kit.Process, client paho.Client, topic string) error {
 	states := make(chan []byte, 16)
 	tok := client.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { states <- m.Payload() })
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -456,7 +456,7 @@ func waitServing(ctx context.Context, proc *process, client paho.Client, topic s
 			if st.Serving != "" {
 				return nil
 			}
-		case <-proc.done:
+		case <-proc.Done():
 			return errors.New("edgeinferd exited before serving")
 		case <-ctx.Done():
 			return ctx.Err()
@@ -478,7 +478,7 @@ func startPython(ctx context.Context, s settings, modelDir, addr string, client 
 	cmd := exec.Command(s.python, "bench/e2e/python_service.py", "--broker", addr, "--model", modelDir,
 		"--prefix", prefix, "--top-k", fmt.Sprint(s.topK), "--threads", fmt.Sprint(s.threads))
 	cmd.Stdout = w
-	proc, err := start(pythonName, cmd)
+	proc, err := kit.Start(pythonName, cmd)
 	w.Close()
 	if err != nil {
 		return nil, "", err
@@ -503,7 +503,7 @@ func startPython(ctx context.Context, s settings, modelDir, addr string, client 
 		}
 	}
 	if err != nil {
-		proc.stop()
+		proc.Stop()
 		return nil, "", err
 	}
 	return svc, versions, nil
@@ -616,82 +616,6 @@ func topK(scores []float32, softmax bool, k int) []int {
 	}
 	slices.SortFunc(idx, func(a, b int) int { return cmp.Or(cmp.Compare(p[b], p[a]), cmp.Compare(a, b)) })
 	return idx[:min(k, len(idx))]
-}
-
-// process is a child process in a process group of its own, stopped with
-// SIGTERM.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func start(name string, cmd *exec.Cmd) (*process, error) {
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// stop sends SIGTERM and waits for the exit (after 30 s it kills), then
-// kills what is left in the process group, as systemd's KillMode=mixed does:
-// edgeinferd stops its plugins itself, unless it died first.
-func (p *process) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		log.Printf("%s did not stop within 30 s of SIGTERM: killing it", p.name)
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-}
-
-// startMosquitto runs Debian's Mosquitto on a free loopback port. Nagle's
-// algorithm is off (set_tcp_nodelay; otherwise a small packet written after
-// another waits for the client's delayed ACK, up to 40 ms) and the queue
-// limit is lifted so that a burst waiting for a busy service is not dropped.
-func startMosquitto(ctx context.Context, dir string) (*process, string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, "", err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	conf := filepath.Join(dir, "mosquitto.conf")
-	lines := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
-		ln.Addr().(*net.TCPAddr).Port)
-	if err := os.WriteFile(conf, []byte(lines), 0o644); err != nil {
-		return nil, "", err
-	}
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-	}
-	p, err := start("mosquitto", exec.Command(bin, "-c", conf))
-	if err != nil {
-		return nil, "", fmt.Errorf("%w (make deps installs Debian's mosquitto)", err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return p, addr, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			p.stop()
-			return nil, "", fmt.Errorf("mosquitto does not listen on %s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // readDigits reads the sample digits and their labels.

@@ -3,9 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/edgeinfer/edgeinfer/bench/internal/kit"
 )
 
 // key names a contestant in a mode.
@@ -112,12 +113,12 @@ func printSpeed(w io.Writer, reports []report) {
 	fmt.Fprintln(w, "| frames | contestant | mode | frames timed | latency p50 | latency p99 | frames/s (median of rounds) | frames/s vs Python | frames/s vs limit |")
 	fmt.Fprintln(w, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range reports {
-		limitFPS := median(r.runs[key{limitName, modeOne}].fps)
+		limitFPS := kit.Median(r.runs[key{limitName, modeOne}].fps)
 		for _, k := range rows {
 			rs := r.runs[k]
-			fps := median(rs.fps)
+			fps := kit.Median(rs.fps)
 			fmt.Fprintf(w, "| %s | %s | %s | %d | %s | %s | %.1f | %.2fx | %.2fx |\n", r.c.name, who(k.who), k.mode, len(rs.lat),
-				ms(percentile(rs.lat, 0.50)), ms(percentile(rs.lat, 0.99)), fps, fps/median(r.runs[key{pythonName, k.mode}].fps), fps/limitFPS)
+				kit.Ms(kit.Percentile(rs.lat, 0.50)), kit.Ms(kit.Percentile(rs.lat, 0.99)), fps, fps/kit.Median(r.runs[key{pythonName, k.mode}].fps), fps/limitFPS)
 		}
 	}
 	fmt.Fprintln(w)
@@ -149,15 +150,15 @@ func printBreakdown(w io.Writer, reports []report) {
 			fmt.Fprintf(w, "| %s | %s | %s |", r.c.name, k.who, k.mode)
 			for _, p := range parts {
 				if v, ok := rs.timings[p]; ok {
-					fmt.Fprintf(w, " %.3f |", median(v))
+					fmt.Fprintf(w, " %.3f |", kit.Median(v))
 				} else {
 					fmt.Fprint(w, " - |")
 				}
 			}
-			e2e := float64(percentile(rs.lat, 0.5)) / 1e6
+			e2e := float64(kit.Percentile(rs.lat, 0.5)) / 1e6
 			outside := "-"
 			if k.who != limitName {
-				outside = fmt.Sprintf("%.3f", e2e-median(rs.timings["total"]))
+				outside = fmt.Sprintf("%.3f", e2e-kit.Median(rs.timings["total"]))
 			}
 			fmt.Fprintf(w, " %.3f | %s |\n", e2e, outside)
 		}
@@ -184,17 +185,3 @@ func printCorrectness(w io.Writer, reports []report) {
 		fmt.Fprintf(w, "- %s: same top-1: %s\n", r.c.name, strings.Join(agree, ", "))
 	}
 }
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func percentile(d []time.Duration, p float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(p*float64(len(s))))]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }

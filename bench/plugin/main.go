@@ -15,9 +15,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"slices"
 	"time"
 
+	"github.com/edgeinfer/edgeinfer/bench/internal/kit"
 	"github.com/edgeinfer/edgeinfer/plugins/sdk"
 )
 
@@ -108,14 +108,8 @@ func bench(n, w, h int) error {
 	fmt.Println("| path | p50 | p99 | mean |")
 	fmt.Println("| --- | --- | --- | --- |")
 	for _, v := range variants {
-		slices.Sort(v.lat)
-		var sum time.Duration
-		for _, d := range v.lat {
-			sum += d
-		}
-		fmt.Printf("| %s | %s | %s | %s |\n", v.name, us(v.lat[len(v.lat)/2]), us(v.lat[len(v.lat)*99/100]), us(sum/time.Duration(len(v.lat))))
+		s := kit.Summarise(v.lat)
+		fmt.Printf("| %s | %s | %s | %s |\n", v.name, kit.Us(s.P50), kit.Us(s.P99), kit.Us(s.Mean))
 	}
 	return nil
 }
-
-func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d.Nanoseconds())/1000) }

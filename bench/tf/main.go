@@ -15,12 +15,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/edgeinfer/edgeinfer/bench/internal/kit"
 	"github.com/edgeinfer/edgeinfer/tfmodels"
 	"github.com/edgeinfer/edgeinfer/tfmodels/npy"
 )
@@ -30,23 +30,7 @@ type benchCase struct {
 	iters, warmup int
 }
 
-type stats struct {
-	n                   int
-	p50, p99, mean, min time.Duration
-}
-
-func summarise(d []time.Duration) stats {
-	s := append([]time.Duration(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	var sum time.Duration
-	for _, v := range s {
-		sum += v
-	}
-	pct := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
-	return stats{n: len(s), p50: pct(0.50), p99: pct(0.99), mean: sum / time.Duration(len(s)), min: s[0]}
-}
-
-func (s stats) callsPerSec() float64 { return float64(time.Second) / float64(s.mean) }
+func callsPerSec(s kit.Stats) float64 { return float64(time.Second) / float64(s.Mean) }
 
 func main() {
 	models := flag.String("models", "models", "tiny model repository")
@@ -153,14 +137,14 @@ func runCase(c benchCase, python string, intra, inter int) ([]string, error) {
 		pyLat = append(pyLat, p...)
 	}
 
-	sc, sg, sp, sa := summarise(cLat), summarise(goLat), summarise(pyLat), summarise(added)
-	row := func(caller string, s stats, vsC, vsPy string) string {
-		return fmt.Sprintf("| %s | %s | %d | %.1f | %s | %s | %s | %s |", c.name, caller, s.n, s.callsPerSec(), fmtDur(s.p50), fmtDur(s.p99), vsC, vsPy)
+	sc, sg, sp, sa := kit.Summarise(cLat), kit.Summarise(goLat), kit.Summarise(pyLat), kit.Summarise(added)
+	row := func(caller string, s kit.Stats, vsC, vsPy string) string {
+		return fmt.Sprintf("| %s | %s | %d | %.1f | %s | %s | %s | %s |", c.name, caller, s.N, callsPerSec(s), fmtDur(s.P50), fmtDur(s.P99), vsC, vsPy)
 	}
 	return []string{
-		row("TF_SessionRun from C (limit)", sc, "-", fmt.Sprintf("%.2fx", float64(sp.p50)/float64(sc.p50))),
-		row("tfmodels Runner.Run (Go)", sg, fmt.Sprintf("%+.1f µs (paired: %+.1f µs)", float64(sg.p50-sc.p50)/1e3, float64(sa.p50)/1e3), fmt.Sprintf("%.2fx", float64(sp.p50)/float64(sg.p50))),
-		row("Python tf.saved_model.load signature", sp, fmt.Sprintf("%+.1f µs", float64(sp.p50-sc.p50)/1e3), "1.00x"),
+		row("TF_SessionRun from C (limit)", sc, "-", fmt.Sprintf("%.2fx", float64(sp.P50)/float64(sc.P50))),
+		row("tfmodels Runner.Run (Go)", sg, fmt.Sprintf("%+.1f µs (paired: %+.1f µs)", float64(sg.P50-sc.P50)/1e3, float64(sa.P50)/1e3), fmt.Sprintf("%.2fx", float64(sp.P50)/float64(sg.P50))),
+		row("Python tf.saved_model.load signature", sp, fmt.Sprintf("%+.1f µs", float64(sp.P50-sc.P50)/1e3), "1.00x"),
 	}, nil
 }
 
