@@ -227,10 +227,10 @@ fuzz: deps models tfmodels/testdata/.fixtures
 
 ## test-race: the packages that hold concurrency, under the race detector
 ## (no TensorFlow: the lifecycle and the worker run with sdk.NewFake).
-RACE_PKGS := ./daemon/ ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./daemon/crop/ ./daemon/repo/ ./daemon/config/ ./daemon/metrics/ \
+RACE_PKGS := ./daemon/ ./daemon/broker/ ./daemon/serving/ ./daemon/router/ ./daemon/pipeline/ ./daemon/crop/ ./daemon/repo/ ./daemon/config/ ./daemon/metrics/ \
              ./daemon/health/ ./daemon/homeassistant/ ./daemon/snapshot/ ./daemon/outbox/ ./plugins/sdk/ ./plugins/embed/identify/ \
              ./internal/fsqueue/ ./internal/sdnotify/ ./internal/logging/
-test-race: deps
+test-race: sysdeps deps
 	go test -race -count=1 -timeout 10m $(RACE_PKGS)
 
 test-go: sysdeps build models models-trained models-real tfmodels/testdata/.fixtures plugins/detect/testdata/cases/.done plugins/segment/testdata/cases/.done run/inbox

@@ -52,6 +52,7 @@ type Daemon struct {
 	reload chan struct{}
 
 	bus     *bus.Bus
+	broker  *broker.Broker // the embedded broker; nil with another
 	tel     *telemetry.Publisher
 	mgr     *serving.Manager
 	watcher *repo.Watcher
@@ -143,6 +144,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		defer b.Close()
+		d.broker = b
 		// The daemon connects on the broker's own loopback listener with
 		// the identity the broker made for it.
 		brokerURL = b.URL()

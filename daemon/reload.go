@@ -44,10 +44,32 @@ func (d *Daemon) reloadConfig(why string) error {
 	} else {
 		msg += ": " + describe(ch)
 	}
+	if access := d.reloadBrokerAccess(next, slices.Contains(ch.Other, "mqtt.embedded.access")); access != "" {
+		msg += "; " + access
+	}
 	d.log.Info(msg)
 	d.tel.Event(payload.Event{Type: payload.EventConfigReloaded, Message: msg, Attrs: map[string]any{
 		"sensors": ch.Sensors, "pipelines": ch.Pipelines, "serving": ch.Serving, "other": ch.Other}})
 	return nil
+}
+
+// reloadBrokerAccess reads the embedded broker's users and ACL files again
+// (changed or not, as Mosquitto does on SIGHUP) and says what it did; ""
+// without the embedded broker, or when it has no users file and had none
+// (changed: [mqtt.embedded]'s access settings changed). The config's check has
+// just read them, so an error here means a file changed since; the broker
+// keeps its rules and the error is logged and said.
+func (d *Daemon) reloadBrokerAccess(cfg *config.Config, changed bool) string {
+	e := cfg.MQTT.Embedded
+	if d.broker == nil || e.UsersFile == "" && !changed {
+		return ""
+	}
+	n, err := d.broker.Reload(e.UsersFile, e.ACLFile, e.AllowAnonymous)
+	if err != nil {
+		d.log.Error("embedded broker access not reloaded", "err", err)
+		return "embedded broker access not reloaded: " + err.Error()
+	}
+	return fmt.Sprintf("embedded broker access read again, %d clients disconnected", n)
 }
 
 func describe(ch config.Changes) string {

@@ -39,9 +39,10 @@ type contestant struct {
 	camera   paho.Client
 	received chan arrival
 
-	lat     []time.Duration
-	connect []time.Duration
-	rates   []float64
+	lat      []time.Duration
+	connect  []time.Duration
+	connects int // for client ids: a broker may not have let the last one go yet
+	rates    []float64
 }
 
 // arrival is a message the daemon's side got: its number and when.
@@ -220,7 +221,8 @@ func (c *contestant) refusesViewer() error {
 // connectOnce times a camera's connect (CONNECT to CONNACK, the password
 // checked), then disconnects.
 func (c *contestant) connectOnce() (time.Duration, error) {
-	cl := paho.NewClient(c.options(c.cameraURL, "bench-connect", c.camUser, c.camPass))
+	c.connects++
+	cl := paho.NewClient(c.options(c.cameraURL, fmt.Sprintf("bench-connect-%d", c.connects), c.camUser, c.camPass))
 	t0 := time.Now()
 	err := wait(cl.Connect())
 	d := time.Since(t0)

@@ -2,8 +2,10 @@ package broker
 
 import (
 	"crypto/subtle"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -17,11 +19,53 @@ import (
 // deny win; a file working with Mosquitto would grant more here.
 type accessHook struct {
 	mqtt.HookBase
+	rules atomic.Pointer[rules] // replaced whole by Broker.Reload
+	self  Credentials
+	log   *slog.Logger
+}
+
+// rules are the access files' contents.
+type rules struct {
 	users     Users // nil: every client is let in
 	acl       *ACL  // nil: every topic
 	anonymous bool  // clients without a user name are let in
-	self      Credentials
-	log       *slog.Logger
+}
+
+// readRules reads the users and ACL files ("": none); errors name the
+// option.
+func readRules(usersFile, aclFile string, allowAnonymous bool) (*rules, error) {
+	r := &rules{anonymous: allowAnonymous || usersFile == ""}
+	var err error
+	if usersFile != "" {
+		if r.users, err = ReadUsers(usersFile); err != nil {
+			return nil, fmt.Errorf("embedded broker: users_file: %w", err)
+		}
+	}
+	if aclFile != "" {
+		if r.acl, err = ReadACL(aclFile); err != nil {
+			return nil, fmt.Errorf("embedded broker: acl_file: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// stillIn reports whether a client logged in as user under old may stay
+// under r: a client without a user name while anonymous clients are let
+// in, and a user whose password file entry is the same (its password
+// unchanged). A client let in because old had no users file has shown no
+// password, and must log in again.
+func (r *rules) stillIn(old *rules, user string) bool {
+	switch {
+	case r.users == nil:
+		return true
+	case user == "":
+		return r.anonymous
+	case old.users == nil:
+		return false
+	}
+	now, ok := r.users[user]
+	before, was := old.users[user]
+	return ok && was && now.String() == before.String()
 }
 
 func (h *accessHook) ID() string { return "edgeinfer-access" }
@@ -38,14 +82,15 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	if cl.Net.Listener == internalListener {
 		return user == h.self.Username && subtle.ConstantTimeCompare(pk.Connect.Password, []byte(h.self.password)) == 1
 	}
+	r := h.rules.Load()
 	var ok bool
 	switch {
-	case h.users == nil:
+	case r.users == nil:
 		ok = true
 	case user == "":
-		ok = h.anonymous
+		ok = r.anonymous
 	default:
-		ok = h.users.Check(user, string(pk.Connect.Password))
+		ok = r.users.Check(user, string(pk.Connect.Password))
 	}
 	if !ok {
 		h.log.Warn("MQTT client refused: not authorised", "user", user, "client_id", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
@@ -59,7 +104,8 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 // accepted and each message it brings is checked on delivery; a filter
 // without wildcards is the topic itself and is checked for read.
 func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if cl.Net.Listener == internalListener || h.acl == nil {
+	acl := h.rules.Load().acl
+	if cl.Net.Listener == internalListener || acl == nil {
 		return true
 	}
 	if rest, ok := strings.CutPrefix(topic, "$share/"); ok {
@@ -71,7 +117,7 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	} else if strings.ContainsAny(topic, "+#") {
 		return true
 	}
-	ok := h.acl.Allowed(string(cl.Properties.Username), topic, want)
+	ok := acl.Allowed(string(cl.Properties.Username), topic, want)
 	if !ok && write {
 		h.log.Warn("MQTT publish refused by the ACL", "user", string(cl.Properties.Username), "client_id", cl.ID, "topic", topic)
 	}

@@ -22,6 +22,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgeinfer/edgeinfer/internal/pemfile"
 )
@@ -55,6 +56,8 @@ type Broker struct {
 	tlsAddr  string // the TLS listener's, "" without
 	internal string // the daemon's own listener's
 	self     Credentials
+	access   *accessHook
+	log      *slog.Logger
 }
 
 // internalListener is the id of the loopback listener the daemon connects
@@ -69,20 +72,13 @@ func Start(o Options) (*Broker, error) {
 	if o.Listen == "" && o.TLSListen == "" {
 		return nil, errors.New("embedded broker: neither a plain nor a TLS address to listen on")
 	}
-	h := &accessHook{anonymous: o.AllowAnonymous || o.UsersFile == "", log: o.Logger}
-	var err error
-	if o.UsersFile != "" {
-		if h.users, err = ReadUsers(o.UsersFile); err != nil {
-			return nil, fmt.Errorf("embedded broker: users_file: %w", err)
-		}
+	r, err := readRules(o.UsersFile, o.ACLFile, o.AllowAnonymous)
+	if err != nil {
+		return nil, err
 	}
-	if o.ACLFile != "" {
-		if h.acl, err = ReadACL(o.ACLFile); err != nil {
-			return nil, fmt.Errorf("embedded broker: acl_file: %w", err)
-		}
-	}
-	h.self = newCredentials()
-	b := &Broker{self: h.self}
+	h := &accessHook{self: newCredentials(), log: o.Logger}
+	h.rules.Store(r)
+	b := &Broker{self: h.self, access: h, log: o.Logger}
 	type listener struct {
 		id, addr string
 		tls      *tls.Config
@@ -118,9 +114,38 @@ func Start(o Options) (*Broker, error) {
 	if err := b.server.Serve(); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	o.Logger.Info("embedded MQTT broker access", "users", len(h.users), "acl", h.acl != nil, "anonymous", h.anonymous,
+	o.Logger.Info("embedded MQTT broker access", "users", len(r.users), "acl", r.acl != nil, "anonymous", r.anonymous,
 		"client_certificates", o.ClientCAFile != "")
 	return b, nil
+}
+
+// Reload reads the users and ACL files again, as Mosquitto does on SIGHUP,
+// with the paths and allow_anonymous given (Options' meaning), and applies
+// them: the ACL to every later publish and delivery, the users to every
+// later login. Connected clients who would no longer get in are
+// disconnected and counted in the answer: a user removed from the users
+// file or whose password changed, a client without a user name when
+// anonymous clients are no longer let in, and every client let in without
+// a password when there was no users file before. On an error nothing
+// changes.
+func (b *Broker) Reload(usersFile, aclFile string, allowAnonymous bool) (disconnected int, err error) {
+	r, err := readRules(usersFile, aclFile, allowAnonymous)
+	if err != nil {
+		return 0, err
+	}
+	old := b.access.rules.Swap(r)
+	for _, cl := range b.server.Clients.GetAll() {
+		user := string(cl.Properties.Username)
+		if cl.Net.Listener == internalListener || cl.Closed() || r.stillIn(old, user) {
+			continue
+		}
+		b.log.Warn("MQTT client disconnected: its login is no longer valid", "user", user, "client_id", cl.ID, "remote", cl.Net.Remote)
+		b.server.DisconnectClient(cl, packets.ErrNotAuthorized)
+		disconnected++
+	}
+	b.log.Info("embedded MQTT broker access reloaded", "users", len(r.users), "acl", r.acl != nil, "anonymous", r.anonymous,
+		"disconnected", disconnected)
+	return disconnected, nil
 }
 
 // serverTLS is the TLS listener's config.

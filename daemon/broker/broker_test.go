@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -246,4 +247,141 @@ func TestTheDaemonsIdentityWorksOnlyOnItsOwnListener(t *testing.T) {
 	if strings.Contains(printed, self.Password()) || !strings.Contains(printed, self.Username+":[redacted]") {
 		t.Fatalf("the daemon's password is printed or logged:\n%s", printed)
 	}
+}
+
+func TestAReloadAppliesTheNewFilesAndDisconnectsOnlyWhoNoLongerGetsIn(t *testing.T) {
+	f := brokertest.Site(t)
+	b, err := broker.Start(broker.Options{Listen: "127.0.0.1:0", UsersFile: f.Users, ACLFile: f.ACL, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	url := "tcp://" + b.Addr()
+	admin, camera, viewer := mustDial(t, url, "admin"), mustDial(t, url, "camera"), mustDial(t, url, "viewer")
+	admin.subscribe(t, "edgeinfer/#")
+	camera.publish0(t, "edgeinfer/dev/in/cam", "1")
+	admin.received(t, "edgeinfer/dev/in/cam=1")
+
+	// The viewer's password changes; the camera may no longer publish.
+	if err := broker.SetPassword(f.Users, "viewer", "new-viewer-password"); err != nil {
+		t.Fatal(err)
+	}
+	acl, err := os.ReadFile(f.ACL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCamera := strings.Replace(string(acl), "topic write edgeinfer/+/in/#", "", 1)
+	if noCamera == string(acl) {
+		t.Fatal("the example ACL no longer grants the camera edgeinfer/+/in/#")
+	}
+	if err := os.WriteFile(f.ACL, []byte(noCamera), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err := b.Reload(f.Users, f.ACL, false)
+	if err != nil || n != 1 {
+		t.Fatalf("Reload = %d, %v; want the viewer alone disconnected", n, err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); viewer.IsConnectionOpen(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the viewer, whose password changed, is still connected")
+		}
+	}
+	if !admin.IsConnectionOpen() || !camera.IsConnectionOpen() {
+		t.Fatal("a client whose login is unchanged was disconnected")
+	}
+	if _, err := dial(url, "viewer", brokertest.Passwords["viewer"], nil); !refused(err) {
+		t.Errorf("the viewer's old password after the reload: err = %v, want refused", err)
+	}
+	if c, err := dial(url, "viewer", "new-viewer-password", nil); err != nil {
+		t.Errorf("the viewer's new password after the reload: %v", err)
+	} else {
+		c.Disconnect(50)
+	}
+	camera.publish0(t, "edgeinfer/dev/in/cam", "2") // now denied: dropped
+	admin.publish0(t, "edgeinfer/dev/cmd", "after")
+	if got := admin.received(t, "edgeinfer/dev/cmd=after"); slices.Contains(got, "edgeinfer/dev/in/cam=2") {
+		t.Fatalf("the camera's publish went through after the ACL took its grant away: %q", got)
+	}
+
+	// A broken file changes nothing: the camera is still denied, the
+	// viewer's new password still works.
+	if err := os.WriteFile(f.ACL, []byte("user camera\ntopic write edgeinfer/#/in\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Reload(f.Users, f.ACL, false); err == nil || !strings.Contains(err.Error(), f.ACL+":2") {
+		t.Fatalf("Reload of a broken ACL: err = %v, want one naming %s:2", err, f.ACL)
+	}
+	camera.publish0(t, "edgeinfer/dev/in/cam", "3")
+	admin.publish0(t, "edgeinfer/dev/cmd", "after-broken")
+	if got := admin.received(t, "edgeinfer/dev/cmd=after-broken"); slices.Contains(got, "edgeinfer/dev/in/cam=3") {
+		t.Fatalf("a refused reload changed the rules: %q", got)
+	}
+	if c, err := dial(url, "viewer", "new-viewer-password", nil); err != nil {
+		t.Errorf("the viewer's new password after a refused reload: %v", err)
+	} else {
+		c.Disconnect(50)
+	}
+}
+
+// TestReloadsWhileClientsLogInAndPublish swaps the rules while clients log
+// in and publish (run under -race by make test-race); once the reloads
+// end, the rules last read are the ones applied.
+func TestReloadsWhileClientsLogInAndPublish(t *testing.T) {
+	f := brokertest.Site(t)
+	b, err := broker.Start(broker.Options{Listen: "127.0.0.1:0", UsersFile: f.Users, ACLFile: f.ACL, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	url := "tcp://" + b.Addr()
+	admin, camera := mustDial(t, url, "admin"), mustDial(t, url, "camera")
+	admin.subscribe(t, "edgeinfer/#")
+	grant, err := os.ReadFile(f.ACL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noGrant := filepath.Join(t.TempDir(), "acl")
+	os.WriteFile(noGrant, []byte(strings.Replace(string(grant), "topic write edgeinfer/+/in/#", "", 1)), 0o644)
+
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+				camera.Publish("edgeinfer/dev/in/cam", 0, false, fmt.Sprint(i)).Wait()
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				if c, err := dial(url, "viewer", brokertest.Passwords["viewer"], nil); err == nil {
+					c.Disconnect(0)
+				}
+			}
+		}
+	}()
+	for i := range 50 {
+		acl := f.ACL
+		if i%2 == 0 {
+			acl = noGrant
+		}
+		if n, err := b.Reload(f.Users, acl, false); err != nil || n != 0 {
+			t.Fatalf("reload %d: %d disconnected, %v: the logins did not change", i, n, err)
+		}
+		time.Sleep(2 * time.Millisecond) // room for logins and publishes between reloads
+	}
+	close(done)
+	wg.Wait()
+	camera.publish0(t, "edgeinfer/dev/in/cam", "last") // the last reload granted it
+	admin.received(t, "edgeinfer/dev/in/cam=last")
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -12,7 +13,8 @@ import (
 //
 // Settings fall in three groups:
 //   - restart-only (Restart): device, plugin_dir, log, models.repository,
-//     models.confine, mqtt, limits and http. They are fixed for the life of the process (the
+//     models.confine, mqtt (but the embedded broker's users_file, acl_file
+//     and allow_anonymous), limits and http. They are fixed for the life of the process (the
 //     logger, the broker connection and its topics, where models and plugins
 //     are found, what every sensor accepts, the metrics' address); a reload that changes any of
 //     them is refused and the running config is kept.
@@ -20,7 +22,10 @@ import (
 //     name so that only the parts concerned are restarted.
 //   - live (Other): stats_interval, commands.enabled, models.settle,
 //     models.rescan, models.threads, models.trusted_keys (the path or the
-//     keys in it), systemd.stuck_after and homeassistant. models.threads is passed to plugin
+//     keys in it), systemd.stuck_after, homeassistant and the embedded
+//     broker's users_file, acl_file and allow_anonymous (one key,
+//     "mqtt.embedded.access"; every reload reads those files again, as
+//     Mosquitto does on SIGHUP, changed or not). models.threads is passed to plugin
 //     processes as they start, so a change reaches a model's next process
 //     (a new version, a restart), not the processes already running.
 type Changes struct {
@@ -72,7 +77,8 @@ func Diff(old, new *Config) Changes {
 		{"log", !reflect.DeepEqual(old.Log, new.Log), false},
 		{"models.repository", old.Models.Repository != new.Models.Repository, false},
 		{"models.confine", old.Models.Confine != new.Models.Confine, false},
-		{"mqtt", old.MQTT != new.MQTT, false},
+		{"mqtt", old.MQTT.withoutAccess() != new.MQTT.withoutAccess(), false},
+		{"mqtt.embedded.access", old.MQTT.Embedded.access() != new.MQTT.Embedded.access(), true},
 		{"limits", old.Limits != new.Limits, false},
 		{"http", old.HTTP != new.HTTP, false},
 		{"stats_interval", old.StatsInterval != new.StatsInterval, true},
@@ -139,4 +145,16 @@ func delta[T any](old, new map[string]T, same func(a, b T) bool) Delta {
 		}
 	}
 	return d
+}
+
+// access is the embedded broker's access settings: a reload applies them
+// (daemon/broker Broker.Reload).
+func (e Embedded) access() [3]string {
+	return [3]string{e.UsersFile, e.ACLFile, fmt.Sprint(e.AllowAnonymous)}
+}
+
+// withoutAccess is m without what a reload applies (Embedded.access).
+func (m MQTT) withoutAccess() MQTT {
+	m.Embedded.UsersFile, m.Embedded.ACLFile, m.Embedded.AllowAnonymous = "", "", false
+	return m
 }

@@ -93,3 +93,19 @@ func diffs(t *testing.T, base string, cases []reload) {
 		})
 	}
 }
+
+func TestTheEmbeddedBrokersAccessFilesAreLiveAndItsListenersAreNot(t *testing.T) {
+	dir := t.TempDir()
+	users, acl := filepath.Join(dir, "passwd"), filepath.Join(dir, "acl")
+	os.WriteFile(users, []byte("admin:$7$101$ErciNP0mXYTfZSQ+$a41bY1WJX49e949YVaDY5lUTvLB6BbZ5TyVGN/KN3d8CAWcNUBtdODL7Qyum8qJDqK/eWLedTooX/sV9Nv/ooQ==\n"), 0o600)
+	os.WriteFile(acl, []byte("user admin\ntopic readwrite #\n"), 0o600)
+	base := embeddedConfig(t, "broker = \"embedded\"\n[mqtt.embedded]\nusers_file = \""+users+"\"\n")
+	diffs(t, base, []reload{
+		{"an ACL added: live", after("[mqtt.embedded]", "acl_file = \""+acl+"\""), Changes{Other: []string{"mqtt.embedded.access"}}},
+		{"anonymous clients let in: live", after("[mqtt.embedded]", "allow_anonymous = true"), Changes{Other: []string{"mqtt.embedded.access"}}},
+		{"no users file, on loopback: live", func(s string) string { return strings.Replace(s, "users_file = \""+users+"\"\n", "", 1) },
+			Changes{Other: []string{"mqtt.embedded.access"}}},
+		{"the listener: a restart", after("[mqtt.embedded]", "tls_listen = \"127.0.0.1:8883\"\ncert_file = \""+users+"\"\nkey_file = \""+users+"\""),
+			Changes{Restart: []string{"mqtt"}}},
+	})
+}

@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgeinfer/edgeinfer/daemon/broker"
 	"github.com/edgeinfer/edgeinfer/daemon/broker/brokertest"
 	"github.com/edgeinfer/edgeinfer/daemon/payload"
 	"github.com/edgeinfer/edgeinfer/internal/mosquitto"
@@ -194,5 +196,110 @@ listen = "0.0.0.0:%s"
 	want := fmt.Sprintf(`config.toml:11: mqtt.listen: "0.0.0.0:%s" is reachable from the network but the embedded broker has no users: set [mqtt.embedded] users_file and acl_file`, port)
 	if code := p.cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(p.stderr.String(), want) {
 		t.Fatalf("exit %d, output:\n%s\nwant exit 2 and %s", code, p.stderr.String(), want)
+	}
+}
+
+// TestASIGHUPAppliesTheEmbeddedBrokersChangedUsersAndACL rotates the
+// camera's password and then takes its grant away, each followed by a
+// SIGHUP (systemctl reload), as one would with Mosquitto: the camera's
+// connection with the old password ends and the new one works, the ACL
+// applies to the next image, a broken ACL is refused naming its line, and
+// the model's process serves throughout.
+func TestASIGHUPAppliesTheEmbeddedBrokersChangedUsersAndACL(t *testing.T) {
+	f := brokertest.Site(t)
+	listen := mosquitto.FreeAddr(t)
+	url := "tcp://" + listen
+	p := start(t, fmt.Sprintf(`device = "e2e"
+plugin_dir = %q
+[models]
+repository = %q
+threads = 1
+[sensors.front]
+kind = "mqtt"
+[pipelines.digits]
+sensor = "front"
+model = "lenet5"
+[mqtt]
+qos = 1
+broker = "embedded"
+listen = %q
+[mqtt.embedded]
+users_file = %q
+acl_file = %q
+`, binDir, models(t), listen, f.Users, f.ACL))
+	admin := watchAs(t, url, "admin")
+	pid := admin.serving(t, p, "lenet5", "digits").PID
+	img := digits(t)[0].png
+	camera, err := clientAs(url, "camera", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer camera.Disconnect(50)
+	send := func(c paho.Client) {
+		t.Helper()
+		if tok := c.Publish(accessPrefix+"/in/front", 0, false, img); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("image: %v", tok.Error())
+		}
+	}
+	results := func(n int) {
+		t.Helper()
+		waitFor(t, p, 60*time.Second, fmt.Sprintf("%d results", n), func() bool { return len(admin.results(t, "digits")) >= n })
+	}
+	hup := func(events int, typ string) payload.Event {
+		t.Helper()
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, p, 30*time.Second, typ+" event", func() bool { return len(admin.eventsOf(t, typ)) >= events })
+		return admin.eventsOf(t, typ)[events-1]
+	}
+	send(camera)
+	results(1)
+
+	// The camera's password is rotated.
+	if err := broker.SetPassword(f.Users, "camera", "rotated"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := hup(1, payload.EventConfigReloaded); !strings.Contains(ev.Message, "embedded broker access read again, 1 clients disconnected") {
+		t.Fatalf("reload event %q: want the camera disconnected", ev.Message)
+	}
+	waitFor(t, p, 10*time.Second, "the camera with the old password disconnected", func() bool { return !camera.IsConnectionOpen() })
+	if _, err := clientAs(url, "camera", nil); err == nil {
+		t.Fatal("the camera's old password still logs in")
+	}
+	rotated := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("e2e-camera-rotated").SetUsername("camera").
+		SetPassword("rotated").SetAutoReconnect(false))
+	if tok := rotated.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("the camera's new password: %v", tok.Error())
+	}
+	defer rotated.Disconnect(50)
+	send(rotated)
+	results(2)
+	if !admin.client.IsConnectionOpen() {
+		t.Fatal("admin, whose login did not change, was disconnected")
+	}
+
+	// The camera's grant is taken away: its next image is dropped.
+	acl, err := os.ReadFile(f.ACL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(f.ACL, []byte(strings.Replace(string(acl), "topic write edgeinfer/+/in/#", "", 1)), 0o644)
+	if ev := hup(2, payload.EventConfigReloaded); !strings.Contains(ev.Message, "0 clients disconnected") {
+		t.Fatalf("reload event %q", ev.Message)
+	}
+	send(rotated)
+	// A broken ACL is refused, naming its line; the rules stay.
+	os.WriteFile(f.ACL, []byte("user camera\ntopic write edgeinfer/#/in\n"), 0o644)
+	if ev := hup(1, payload.EventConfigRejected); !strings.Contains(ev.Message, f.ACL+":2") {
+		t.Fatalf("config_rejected %q: want the ACL's line 2 named", ev.Message)
+	}
+	send(rotated)
+	time.Sleep(2 * time.Second) // room for a result that must not come
+	if n := len(admin.results(t, "digits")); n != 2 {
+		t.Fatalf("%d results: the camera's images after its grant was taken away got through", n)
+	}
+	if st := admin.serving(t, p, "lenet5", "digits"); st.PID != pid || !p.running() {
+		t.Fatalf("lenet5's process changed (%d, was %d) or the daemon stopped: a reload of the broker's access restarts nothing", st.PID, pid)
 	}
 }
