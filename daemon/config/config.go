@@ -179,7 +179,8 @@ type MQTT struct {
 }
 
 // Embedded is the [mqtt.embedded] table: who may use the embedded broker
-// and how (daemon/broker/README.md). The files are Mosquitto's formats.
+// and how (daemon/broker/README.md). The files are Mosquitto's formats;
+// UsersFile, ACLFile and AllowAnonymous are live (Diff), the rest restart-only.
 type Embedded struct {
 	// UsersFile is a password file as mosquitto_passwd or `edgeinferd
 	// passwd` write it; without it every client is let in, and the
