@@ -216,13 +216,21 @@ func TestTLSClientsOfAnotherCAAreRefusedOnBothBrokers(t *testing.T) {
 	}
 }
 
-func TestTheDaemonsIdentityWorksOnlyOnItsOwnListener(t *testing.T) {
-	f := brokertest.Site(t)
+// startOn starts the embedded broker on a plain loopback listener with f's
+// users and ACL, logging to the test's output.
+func startOn(t *testing.T, f brokertest.Files) *broker.Broker {
+	t.Helper()
 	b, err := broker.Start(broker.Options{Listen: "127.0.0.1:0", UsersFile: f.Users, ACLFile: f.ACL, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func TestTheDaemonsIdentityWorksOnlyOnItsOwnListener(t *testing.T) {
+	f := brokertest.Site(t)
+	b := startOn(t, f)
 	self := b.Credentials()
 	c, err := dial(b.URL(), self.Username, self.Password(), nil)
 	if err != nil {
@@ -251,11 +259,7 @@ func TestTheDaemonsIdentityWorksOnlyOnItsOwnListener(t *testing.T) {
 
 func TestAReloadAppliesTheNewFilesAndDisconnectsOnlyWhoNoLongerGetsIn(t *testing.T) {
 	f := brokertest.Site(t)
-	b, err := broker.Start(broker.Options{Listen: "127.0.0.1:0", UsersFile: f.Users, ACLFile: f.ACL, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := startOn(t, f)
 	url := "tcp://" + b.Addr()
 	admin, camera, viewer := mustDial(t, url, "admin"), mustDial(t, url, "camera"), mustDial(t, url, "viewer")
 	admin.subscribe(t, "edgeinfer/#")
@@ -328,11 +332,7 @@ func TestAReloadAppliesTheNewFilesAndDisconnectsOnlyWhoNoLongerGetsIn(t *testing
 // end, the rules last read are the ones applied.
 func TestReloadsWhileClientsLogInAndPublish(t *testing.T) {
 	f := brokertest.Site(t)
-	b, err := broker.Start(broker.Options{Listen: "127.0.0.1:0", UsersFile: f.Users, ACLFile: f.ACL, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := startOn(t, f)
 	url := "tcp://" + b.Addr()
 	admin, camera := mustDial(t, url, "admin"), mustDial(t, url, "camera")
 	admin.subscribe(t, "edgeinfer/#")

@@ -78,6 +78,26 @@ func clientTLS(t *testing.T, ca *mosquitto.CA, crt, key string) *tls.Config {
 	return tc
 }
 
+// frontConfig is device e2e's config: lenet5 on the images of mqtt sensor
+// front, commands on, and mqtt as the rest of the [mqtt] table.
+func frontConfig(t *testing.T, mqtt string) string {
+	return fmt.Sprintf(`device = "e2e"
+plugin_dir = %q
+[models]
+repository = %q
+threads = 1
+[commands]
+enabled = true
+[sensors.front]
+kind = "mqtt"
+[pipelines.digits]
+sensor = "front"
+model = "lenet5"
+[mqtt]
+qos = 1
+%s`, binDir, models(t), mqtt)
+}
+
 func TestOnlyTheUsersTheACLNamesReachTheDaemon(t *testing.T) {
 	for _, kind := range []string{"embedded", "mosquitto"} {
 		t.Run(kind, func(t *testing.T) {
@@ -101,21 +121,7 @@ func TestOnlyTheUsersTheACLNamesReachTheDaemon(t *testing.T) {
 				mqtt = fmt.Sprintf("broker = %q\nusername = \"edgeinferd\"\npassword_file = %q\nca_file = %q\ncert_file = %q\nkey_file = %q\n",
 					tlsURL, pw, f.ServerCA.File, crt, key)
 			}
-			p := start(t, fmt.Sprintf(`device = "e2e"
-plugin_dir = %q
-[models]
-repository = %q
-threads = 1
-[commands]
-enabled = true
-[sensors.front]
-kind = "mqtt"
-[pipelines.digits]
-sensor = "front"
-model = "lenet5"
-[mqtt]
-qos = 1
-%s`, binDir, models(t), mqtt))
+			p := start(t, frontConfig(t, mqtt))
 			admin := watchAs(t, url, "admin")
 			admin.serving(t, p, "lenet5", "digits")
 
@@ -176,24 +182,13 @@ qos = 1
 func TestTheDaemonRefusesANetworkAddressWithoutUsers(t *testing.T) {
 	addr := mosquitto.FreeAddr(t)
 	_, port, _ := strings.Cut(addr, ":")
-	p := start(t, fmt.Sprintf(`device = "e2e"
-plugin_dir = %q
-[models]
-repository = %q
-[sensors.front]
-kind = "mqtt"
-[pipelines.digits]
-sensor = "front"
-model = "lenet5"
-[mqtt]
-listen = "0.0.0.0:%s"
-`, binDir, models(t), port))
+	p := start(t, frontConfig(t, fmt.Sprintf("listen = \"0.0.0.0:%s\"\n", port)))
 	select {
 	case <-p.done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("edgeinferd started on 0.0.0.0 with no users")
 	}
-	want := fmt.Sprintf(`config.toml:11: mqtt.listen: "0.0.0.0:%s" is reachable from the network but the embedded broker has no users: set [mqtt.embedded] users_file and acl_file`, port)
+	want := fmt.Sprintf(`config.toml:15: mqtt.listen: "0.0.0.0:%s" is reachable from the network but the embedded broker has no users: set [mqtt.embedded] users_file and acl_file`, port)
 	if code := p.cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(p.stderr.String(), want) {
 		t.Fatalf("exit %d, output:\n%s\nwant exit 2 and %s", code, p.stderr.String(), want)
 	}
@@ -209,24 +204,7 @@ func TestASIGHUPAppliesTheEmbeddedBrokersChangedUsersAndACL(t *testing.T) {
 	f := brokertest.Site(t)
 	listen := mosquitto.FreeAddr(t)
 	url := "tcp://" + listen
-	p := start(t, fmt.Sprintf(`device = "e2e"
-plugin_dir = %q
-[models]
-repository = %q
-threads = 1
-[sensors.front]
-kind = "mqtt"
-[pipelines.digits]
-sensor = "front"
-model = "lenet5"
-[mqtt]
-qos = 1
-broker = "embedded"
-listen = %q
-[mqtt.embedded]
-users_file = %q
-acl_file = %q
-`, binDir, models(t), listen, f.Users, f.ACL))
+	p := start(t, frontConfig(t, fmt.Sprintf("broker = \"embedded\"\nlisten = %q\n[mqtt.embedded]\nusers_file = %q\nacl_file = %q\n", listen, f.Users, f.ACL)))
 	admin := watchAs(t, url, "admin")
 	pid := admin.serving(t, p, "lenet5", "digits").PID
 	img := digits(t)[0].png
