@@ -138,8 +138,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if m.Broker == "embedded" {
 		e := m.Embedded
 		b, err := broker.Start(broker.Options{Listen: m.Listen, TLSListen: e.TLSListen, CertFile: e.CertFile, KeyFile: e.KeyFile,
-			ClientCAFile: e.ClientCAFile, UsersFile: e.UsersFile, ACLFile: e.ACLFile, AllowAnonymous: e.AllowAnonymous,
-			Logger: d.log.With("component", "broker")})
+			ClientCAFile: e.ClientCAFile, Rules: cfg.BrokerRules(), Logger: d.log.With("component", "broker")})
 		if err != nil {
 			return err
 		}

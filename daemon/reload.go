@@ -53,22 +53,16 @@ func (d *Daemon) reloadConfig(why string) error {
 	return nil
 }
 
-// reloadBrokerAccess reads the embedded broker's users and ACL files again
-// (changed or not, as Mosquitto does on SIGHUP) and says what it did; ""
-// without the embedded broker, or when it has no users file and had none
-// (changed: [mqtt.embedded]'s access settings changed). The config's check has
-// just read them, so an error here means a file changed since; the broker
-// keeps its rules and the error is logged and said.
+// reloadBrokerAccess gives the embedded broker the users and ACL files as
+// the reloaded config's check read them (changed or not, as Mosquitto
+// reads them again on SIGHUP) and says what it did; "" without the
+// embedded broker, or when it has no users file and had none (changed:
+// [mqtt.embedded]'s access settings changed).
 func (d *Daemon) reloadBrokerAccess(cfg *config.Config, changed bool) string {
-	e := cfg.MQTT.Embedded
-	if d.broker == nil || e.UsersFile == "" && !changed {
+	if d.broker == nil || cfg.MQTT.Embedded.UsersFile == "" && !changed {
 		return ""
 	}
-	n, err := d.broker.Reload(e.UsersFile, e.ACLFile, e.AllowAnonymous)
-	if err != nil {
-		d.log.Error("embedded broker access not reloaded", "err", err)
-		return "embedded broker access not reloaded: " + err.Error()
-	}
+	n := d.broker.SetRules(cfg.BrokerRules())
 	return fmt.Sprintf("embedded broker access read again, %d clients disconnected", n)
 }
 

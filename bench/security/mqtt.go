@@ -87,7 +87,14 @@ func benchMQTT(ctx context.Context, s settings) error {
 		return err
 	}
 	defer open.Close()
-	guarded, err := broker.Start(broker.Options{Listen: "127.0.0.1:0", UsersFile: users, ACLFile: acl, Logger: quiet})
+	var rules broker.Rules
+	if rules.Users, err = broker.ReadUsers(users); err != nil {
+		return err
+	}
+	if rules.ACL, err = broker.ReadACL(acl); err != nil {
+		return err
+	}
+	guarded, err := broker.Start(broker.Options{Listen: "127.0.0.1:0", Rules: rules, Logger: quiet})
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"crypto/subtle"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -19,52 +18,42 @@ import (
 // deny win; a file working with Mosquitto would grant more here.
 type accessHook struct {
 	mqtt.HookBase
-	rules atomic.Pointer[rules] // replaced whole by Broker.Reload
+	rules atomic.Pointer[Rules] // replaced whole by Broker.SetRules
 	self  Credentials
 	log   *slog.Logger
 }
 
-// rules are the access files' contents.
-type rules struct {
-	users     Users // nil: every client is let in
-	acl       *ACL  // nil: every topic
-	anonymous bool  // clients without a user name are let in
+// Rules are who may use the broker and how: the users and ACL files'
+// contents (ReadUsers, ReadACL). The config check reads them
+// ([mqtt.embedded]), so that a mistake is reported with its file and line
+// by -check and by a refused reload, and hands them over.
+type Rules struct {
+	Users Users // nil: every client is let in
+	ACL   *ACL  // nil: every topic
+	// AllowAnonymous lets clients without a user name in when there are
+	// Users; they get the ACL's anonymous rules.
+	AllowAnonymous bool
 }
 
-// readRules reads the users and ACL files ("": none); errors name the
-// option.
-func readRules(usersFile, aclFile string, allowAnonymous bool) (*rules, error) {
-	r := &rules{anonymous: allowAnonymous || usersFile == ""}
-	var err error
-	if usersFile != "" {
-		if r.users, err = ReadUsers(usersFile); err != nil {
-			return nil, fmt.Errorf("embedded broker: users_file: %w", err)
-		}
-	}
-	if aclFile != "" {
-		if r.acl, err = ReadACL(aclFile); err != nil {
-			return nil, fmt.Errorf("embedded broker: acl_file: %w", err)
-		}
-	}
-	return r, nil
-}
+// anonymous reports whether clients without a user name are let in.
+func (a *Rules) anonymous() bool { return a.Users == nil || a.AllowAnonymous }
 
 // stillIn reports whether a client logged in as user under old may stay
-// under r: a client without a user name while anonymous clients are let
+// under a: a client without a user name while anonymous clients are let
 // in, and a user whose password file entry is the same (its password
 // unchanged). A client let in because old had no users file has shown no
 // password, and must log in again.
-func (r *rules) stillIn(old *rules, user string) bool {
+func (a *Rules) stillIn(old *Rules, user string) bool {
 	switch {
-	case r.users == nil:
+	case a.Users == nil:
 		return true
 	case user == "":
-		return r.anonymous
-	case old.users == nil:
+		return a.AllowAnonymous
+	case old.Users == nil:
 		return false
 	}
-	now, ok := r.users[user]
-	before, was := old.users[user]
+	now, ok := a.Users[user]
+	before, was := old.Users[user]
 	return ok && was && now.String() == before.String()
 }
 
@@ -82,15 +71,15 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	if cl.Net.Listener == internalListener {
 		return user == h.self.Username && subtle.ConstantTimeCompare(pk.Connect.Password, []byte(h.self.password)) == 1
 	}
-	r := h.rules.Load()
+	a := h.rules.Load()
 	var ok bool
 	switch {
-	case r.users == nil:
+	case a.Users == nil:
 		ok = true
 	case user == "":
-		ok = r.anonymous
+		ok = a.AllowAnonymous
 	default:
-		ok = r.users.Check(user, string(pk.Connect.Password))
+		ok = a.Users.Check(user, string(pk.Connect.Password))
 	}
 	if !ok {
 		h.log.Warn("MQTT client refused: not authorised", "user", user, "client_id", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
@@ -104,7 +93,7 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 // accepted and each message it brings is checked on delivery; a filter
 // without wildcards is the topic itself and is checked for read.
 func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	acl := h.rules.Load().acl
+	acl := h.rules.Load().ACL
 	if cl.Net.Listener == internalListener || acl == nil {
 		return true
 	}

@@ -38,15 +38,10 @@ type Options struct {
 	// ClientCAFile, when set, makes the TLS listener require a client
 	// certificate signed by one of its CAs (PEM).
 	ClientCAFile string
-	// UsersFile is a password file (ReadUsers); "" lets every client in.
-	UsersFile string
-	// ACLFile is an acl_file (ReadACL); "" gives logged-in users every
-	// topic.
-	ACLFile string
-	// AllowAnonymous lets clients without a user name in when there is a
-	// UsersFile; they get the ACL's anonymous rules.
-	AllowAnonymous bool
-	Logger         *slog.Logger
+	// Rules are who may connect and what each client may do (ReadRules);
+	// the zero Rules let every client in and give it every topic.
+	Rules  Rules
+	Logger *slog.Logger
 }
 
 // Broker is a running embedded broker.
@@ -72,12 +67,8 @@ func Start(o Options) (*Broker, error) {
 	if o.Listen == "" && o.TLSListen == "" {
 		return nil, errors.New("embedded broker: neither a plain nor a TLS address to listen on")
 	}
-	r, err := readRules(o.UsersFile, o.ACLFile, o.AllowAnonymous)
-	if err != nil {
-		return nil, err
-	}
 	h := &accessHook{self: newCredentials(), log: o.Logger}
-	h.rules.Store(r)
+	h.rules.Store(&o.Rules)
 	b := &Broker{self: h.self, access: h, log: o.Logger}
 	type listener struct {
 		id, addr string
@@ -114,38 +105,33 @@ func Start(o Options) (*Broker, error) {
 	if err := b.server.Serve(); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	o.Logger.Info("embedded MQTT broker access", "users", len(r.users), "acl", r.acl != nil, "anonymous", r.anonymous,
+	o.Logger.Info("embedded MQTT broker access", "users", len(o.Rules.Users), "acl", o.Rules.ACL != nil, "anonymous", o.Rules.anonymous(),
 		"client_certificates", o.ClientCAFile != "")
 	return b, nil
 }
 
-// Reload reads the users and ACL files again, as Mosquitto does on SIGHUP,
-// with the paths and allow_anonymous given (Options' meaning), and applies
-// them: the ACL to every later publish and delivery, the users to every
-// later login. Connected clients who would no longer get in are
-// disconnected and counted in the answer: a user removed from the users
-// file or whose password changed, a client without a user name when
-// anonymous clients are no longer let in, and every client let in without
-// a password when there was no users file before. On an error nothing
-// changes.
-func (b *Broker) Reload(usersFile, aclFile string, allowAnonymous bool) (disconnected int, err error) {
-	r, err := readRules(usersFile, aclFile, allowAnonymous)
-	if err != nil {
-		return 0, err
-	}
-	old := b.access.rules.Swap(r)
+// SetRules replaces the broker's rules (a reload, which reads the files
+// again as Mosquitto does on SIGHUP): the ACL applies to every later
+// publish and delivery, the users to every later login. Connected clients
+// who would no longer get in are disconnected and counted in the answer:
+// a user removed from the users file or whose password changed, a client
+// without a user name when anonymous clients are no longer let in, and
+// every client let in without a password when there was no users file
+// before.
+func (b *Broker) SetRules(a Rules) (disconnected int) {
+	old := b.access.rules.Swap(&a)
 	for _, cl := range b.server.Clients.GetAll() {
 		user := string(cl.Properties.Username)
-		if cl.Net.Listener == internalListener || cl.Closed() || r.stillIn(old, user) {
+		if cl.Net.Listener == internalListener || cl.Closed() || a.stillIn(old, user) {
 			continue
 		}
 		b.log.Warn("MQTT client disconnected: its login is no longer valid", "user", user, "client_id", cl.ID, "remote", cl.Net.Remote)
 		b.server.DisconnectClient(cl, packets.ErrNotAuthorized)
 		disconnected++
 	}
-	b.log.Info("embedded MQTT broker access reloaded", "users", len(r.users), "acl", r.acl != nil, "anonymous", r.anonymous,
+	b.log.Info("embedded MQTT broker rules replaced", "users", len(a.Users), "acl", a.ACL != nil, "anonymous", a.anonymous(),
 		"disconnected", disconnected)
-	return disconnected, nil
+	return disconnected
 }
 
 // serverTLS is the TLS listener's config.

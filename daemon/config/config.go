@@ -26,6 +26,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/edgeinfer/edgeinfer/daemon/broker"
 	"github.com/edgeinfer/edgeinfer/internal/logging"
 	"github.com/edgeinfer/edgeinfer/internal/signing"
 	"github.com/edgeinfer/edgeinfer/sensors"
@@ -66,6 +67,9 @@ type Config struct {
 	allowOps map[string][]string
 	// trustedKeys is the content of models.trusted_keys (nil: none).
 	trustedKeys signing.Keys
+	// brokerRules is the content of [mqtt.embedded] users_file and
+	// acl_file, with allow_anonymous.
+	brokerRules broker.Rules
 }
 
 // decodeMu serialises decoding from a Config's toml.MetaData, which is not

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -148,9 +147,9 @@ func delta[T any](old, new map[string]T, same func(a, b T) bool) Delta {
 }
 
 // access is the embedded broker's access settings: a reload applies them
-// (daemon/broker Broker.Reload).
-func (e Embedded) access() [3]string {
-	return [3]string{e.UsersFile, e.ACLFile, fmt.Sprint(e.AllowAnonymous)}
+// (daemon/broker Broker.SetRules).
+func (e Embedded) access() Embedded {
+	return Embedded{UsersFile: e.UsersFile, ACLFile: e.ACLFile, AllowAnonymous: e.AllowAnonymous}
 }
 
 // withoutAccess is m without what a reload applies (Embedded.access).

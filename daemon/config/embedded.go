@@ -11,8 +11,9 @@ import (
 const securingGuide = "daemon/broker/README.md, \"Securing MQTT\""
 
 // checkEmbedded checks [mqtt] listen and [mqtt.embedded] for the embedded
-// broker. The users and ACL files are read here, so that a mistake in
-// them is reported by -check and at start with its file and line. An
+// broker. The users and ACL files are read here (BrokerRules), so that a
+// mistake in them is reported by -check, at start and by a reload with its
+// file and line. An
 // address other hosts can reach is refused while every client would be
 // let in.
 func (c *Config) checkEmbedded() error {
@@ -57,18 +58,25 @@ func (c *Config) checkEmbedded() error {
 			return c.errf(key, "%v", err)
 		}
 	}
+	r := broker.Rules{AllowAnonymous: e.AllowAnonymous}
+	var err error
 	if e.UsersFile != "" {
-		if _, err := broker.ReadUsers(e.UsersFile); err != nil {
+		if r.Users, err = broker.ReadUsers(e.UsersFile); err != nil {
 			return c.errf("mqtt.embedded.users_file", "%v", err)
 		}
 	}
 	if e.ACLFile != "" {
-		if _, err := broker.ReadACL(e.ACLFile); err != nil {
+		if r.ACL, err = broker.ReadACL(e.ACLFile); err != nil {
 			return c.errf("mqtt.embedded.acl_file", "%v", err)
 		}
 	}
+	c.brokerRules = r
 	return nil
 }
+
+// BrokerRules are the embedded broker's users and ACL, as the config's
+// files held them when it was checked.
+func (c *Config) BrokerRules() broker.Rules { return c.brokerRules }
 
 // loopback reports whether host (of host:port) can only be reached from
 // this machine: "localhost" or a loopback address. "" and 0.0.0.0 are

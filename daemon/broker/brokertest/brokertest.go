@@ -91,3 +91,18 @@ func StartMosquitto(t testing.TB, f Files) (b *mosquitto.Broker, tlsAddr string)
 		"listener 1883 127.0.0.1", "listener %d 127.0.0.1", "listener 8883", "listener "+tlsPort+" 127.0.0.1")
 	return mosquitto.StartBroker(t, lines...), tlsAddr
 }
+
+// Rules reads the users file and the ACL file acl (f.ACL or another), as
+// the config check does for the embedded broker.
+func (f Files) Rules(t testing.TB, acl string) broker.Rules {
+	t.Helper()
+	users, err := broker.ReadUsers(f.Users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := broker.ReadACL(acl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return broker.Rules{Users: users, ACL: a}
+}
