@@ -243,6 +243,14 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 	if len(feeds) > 0 {
 		release = j.Hold()
 	}
+	// The result is counted before it is published: once the broker has
+	// it the frame may be finished, and whoever waits for that finds it
+	// in the statistics and metrics.
+	p.results.Add(1)
+	p.record(r.Timings.Total)
+	if p.env.Result != nil {
+		p.env.Result(r)
+	}
 	// The frame is finished (its file moved to done/, its MQTT message
 	// acknowledged) only once the broker has the result, or the outbox has
 	// it on disk, so a crash in between loses nothing: the input is
@@ -256,13 +264,8 @@ func (p *Pipeline) process(ctx context.Context, j *router.Job) {
 		}
 		j.Done(nil)
 	})
-	p.results.Add(1)
-	p.record(r.Timings.Total)
 	if set.Snapshot != nil {
 		set.Snapshot.Offer(finished, r.Task, res.Output, f.Width, f.Height, rgb)
-	}
-	if p.env.Result != nil {
-		p.env.Result(r)
 	}
 	if p.env.LogResults {
 		p.env.Logger.Info("result", "source", f.Source, "version", v.Version, "output", string(res.Output), "total_ms", r.Timings.Total)
